@@ -1,0 +1,80 @@
+"""The transformers backend: ``model.generate`` on left-padded batches, MoI by ``mixinputs.hf``."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from mixinputs.backends import Completion, SamplingSettings
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self, model: str, *, dtype: str = "float32", device: str | None = None, batch_size: int = 8
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = model
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+        self.lm.to(self.device).eval()
+        self.batch_size = batch_size
+
+    def chat_prompt(self, user_message: str) -> str:
+        if self.tokenizer.chat_template is None:
+            return user_message
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+        )
+
+    def generate(self, prompts: list[str], settings: SamplingSettings) -> list[Completion]:
+        from mixinputs.hf import enable_moi
+
+        out: list[Completion] = []
+        kwargs = {
+            "max_new_tokens": settings.max_tokens,
+            "min_new_tokens": settings.min_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if settings.temperature > 0:
+            kwargs.update(
+                do_sample=True,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k or None,
+            )
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        moi = settings.moi
+        ctx = (
+            enable_moi(self.lm, beta=moi.beta, mode=moi.mode, top_k=moi.top_k, prior=moi.prior)
+            if moi
+            else contextlib.nullcontext()
+        )
+        with ctx, torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start : start + self.batch_size]
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed + start)
+                enc = self.tokenizer(
+                    chunk, return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(self.device)
+                ids = self.lm.generate(**enc, **kwargs)[:, enc.input_ids.shape[1] :]
+                for row in ids:
+                    keep = row[row != self.tokenizer.pad_token_id] if self._pad_is_eos() else row
+                    out.append(
+                        Completion(
+                            self.tokenizer.decode(row, skip_special_tokens=True), int(keep.numel())
+                        )
+                    )
+        return out
+
+    def _pad_is_eos(self) -> bool:
+        return self.tokenizer.pad_token_id == self.tokenizer.eos_token_id

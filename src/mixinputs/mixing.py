@@ -1,0 +1,268 @@
+"""The Mixture-of-Inputs math: pure PyTorch, batched, one code path for every device.
+
+This module imports nothing from vLLM or transformers. Engine adapters only move data into it.
+
+The recipe for one decode step, per row b (a request):
+
+1. Candidates. The top-K raw logits, plus the sampled token y as one extra slot:
+   ``ids = [topk_ids..., y]``. When y is already in the top-K the extra slot gets a score of
+   -inf (zero probability), so y is never counted twice. Shapes stay fixed at K + 1.
+2. Prior. ``p = softmax(scores)`` over the candidates (temperature 1), i.e. the next-token
+   distribution restricted to ``top-K ∪ {y}`` and renormalized there.
+3. Confidence. ``H = entropy(p) / log(n)``, where ``n`` is the number of candidates with non-zero
+   probability (K, or K + 1 when y was outside the top-K; fewer when a grammar masked tokens to
+   -inf). ``H`` lies in [0, 1]; a single candidate has ``H = 0``.
+4. Posterior mean. ``w = (H·p + (β+1−H)·onehot(y)) / (β+1)`` written as
+   ``t = 1/(β+1); w = t·H·p + (1 − t·H)·onehot(y)``, which is exact at β = inf (``w = onehot``).
+   Direct mixture ignores y: ``w = p``.
+5. Mixture. ``h = Σ_i w_i E[ids_i]``, accumulated in float32, returned in the embedding's dtype.
+
+Rule for y outside the top-K (temperature, top-p or a grammar can sample it): y joins the
+candidates with its own probability, so ``w`` stays a convex combination (non-negative, sums to
+one). The original release kept p on the top-K only and added ``(1−H)·E[y]`` on top, whose weights
+then sum to ``1 + H·β/(β+1)``-ish values that are not a distribution. When y is in the top-K both
+rules are the same formula.
+
+No function here syncs with the host, loops over the batch in Python, or modifies its inputs;
+all shapes depend only on (B, K, D), so the step can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from mixinputs.config import DEFAULT_TOP_K, parse_beta, parse_top_k
+
+__all__ = [
+    "DEFAULT_TOP_K",
+    "Candidates",
+    "candidates_from_logits",
+    "candidates_from_topk",
+    "mix_candidates",
+    "mix_embeddings",
+    "mix_rows",
+    "mixture_weights",
+    "normalized_entropy",
+]
+
+
+class Candidates(NamedTuple):
+    """The tokens a mixture is made of, for a batch of B rows.
+
+    ``ids`` [B, K+1] int64 token ids, the last column is the sampled token y.
+    ``scores`` [B, K+1] float32 logits or log-probs (any per-row shift; only softmax is taken),
+    ``-inf`` where a slot carries no probability (the y slot when y is already in the top-K).
+    """
+
+    ids: torch.Tensor
+    scores: torch.Tensor
+
+
+def _resolve_top_k(top_k: int | None, vocab_size: int) -> int:
+    k = parse_top_k(top_k, "top_k")
+    return vocab_size if k is None else min(k, vocab_size)
+
+
+def candidates_from_logits(
+    logits: torch.Tensor, sampled_ids: torch.Tensor, top_k: int | None = DEFAULT_TOP_K
+) -> Candidates:
+    """Top-K of ``logits`` [B, V] plus the sampled token as slot K (see the module's rule).
+
+    ``top_k=None`` or ``top_k >= V`` uses the whole vocabulary (the paper's literal definition).
+
+    >>> c = candidates_from_logits(torch.tensor([[0.0, 2.0, 1.0]]), torch.tensor([0]), top_k=2)
+    >>> c.ids.tolist(), c.scores.tolist()
+    ([[1, 2, 0]], [[2.0, 1.0, 0.0]])
+    """
+    k = _resolve_top_k(top_k, logits.shape[-1])
+    # topk in the logits' own dtype: no [B, V] float32 copy; only K values are upcast.
+    topk_scores, topk_ids = torch.topk(logits, k, dim=-1)
+    sampled_ids = sampled_ids.to(device=logits.device, dtype=torch.long)
+    sampled_scores = logits.gather(-1, sampled_ids.unsqueeze(-1)).squeeze(-1)
+    return candidates_from_topk(topk_scores, topk_ids, sampled_ids, sampled_scores)
+
+
+def candidates_from_topk(
+    topk_scores: torch.Tensor,
+    topk_ids: torch.Tensor,
+    sampled_ids: torch.Tensor,
+    sampled_scores: torch.Tensor,
+) -> Candidates:
+    """Candidates from a top-K an engine already has, without another pass over the vocabulary.
+
+    ``topk_scores`` [B, K] logits or log-probs and ``topk_ids`` [B, K]; ``sampled_ids`` [B] and
+    ``sampled_scores`` [B], the sampled token's score on the same scale as ``topk_scores``.
+
+    >>> c = candidates_from_topk(torch.tensor([[-0.1, -2.0]]), torch.tensor([[4, 7]]),
+    ...                          torch.tensor([4]), torch.tensor([-0.1]))
+    >>> c.ids.tolist(), c.scores.tolist()
+    ([[4, 7, 4]], [[-0.10000000149011612, -2.0, -inf]])
+    """
+    sampled_ids = sampled_ids.to(dtype=torch.long)
+    y_in_topk = (topk_ids == sampled_ids.unsqueeze(-1)).any(dim=-1)
+    y_score = torch.where(y_in_topk, torch.full_like(sampled_scores, float("-inf")), sampled_scores)
+    ids = torch.cat([topk_ids.to(torch.long), sampled_ids.unsqueeze(-1)], dim=-1)
+    scores = torch.cat([topk_scores, y_score.unsqueeze(-1)], dim=-1).float()
+    return Candidates(ids, scores)
+
+
+def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy of each row of ``probs`` [B, C] divided by log(#non-zero entries), in [0, 1].
+
+    Rows with a single non-zero entry have entropy 0.
+
+    >>> normalized_entropy(torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])).tolist()
+    [1.0, 0.0]
+    """
+    probs = probs.float()
+    nonzero = probs > 0
+    plogp = torch.where(nonzero, probs * torch.log(torch.where(nonzero, probs, 1.0)), 0.0)
+    entropy = -plogp.sum(dim=-1)
+    log_n = torch.log(nonzero.sum(dim=-1).clamp(min=1).float())
+    # log(1) = 0 and entropy = 0 there: define 0/0 as 0 (one candidate, no uncertainty).
+    h = torch.where(log_n > 0, entropy / log_n.clamp(min=1e-30), 0.0)
+    return h.clamp(0.0, 1.0)
+
+
+def mixture_weights(
+    scores: torch.Tensor,
+    beta: torch.Tensor,
+    direct: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MoI weights [B, C] float32 over candidates whose last column is the sampled token.
+
+    ``scores`` [B, C] logits/log-probs (-inf = no mass); ``beta`` [B] float (inf allowed);
+    ``direct`` [B] bool, rows that use direct mixture ``w = p`` (None: none).
+
+    Here y is the token in slot 0 (so its own slot 2 has score -inf); H = 1 and β = 1 give
+    ``w = (p + onehot(y)) / 2`` split over its two slots:
+
+    >>> w = mixture_weights(torch.tensor([[0.0, 0.0, float("-inf")]]), torch.tensor([1.0]))
+    >>> [round(x, 4) for x in w[0].tolist()]
+    [0.25, 0.25, 0.5]
+    """
+    probs = torch.softmax(scores.float(), dim=-1)  # [B, C]
+    h = normalized_entropy(probs)  # [B]
+    t = 1.0 / (beta.to(device=scores.device, dtype=torch.float32) + 1.0)  # 0 at beta = inf
+    th = (t * h).unsqueeze(-1)  # [B, 1]
+    onehot = torch.zeros_like(probs)
+    onehot[:, -1] = 1.0
+    weights = th * probs + (1.0 - th) * onehot
+    if direct is not None:
+        weights = torch.where(direct.to(scores.device).unsqueeze(-1), probs, weights)
+    return weights
+
+
+def mix_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``h[b] = Σ_c weights[b, c] · rows[b, c]``: [B, D] in ``rows.dtype``, accumulated in float32.
+
+    ``rows`` [B, C, D] are the candidates' input embeddings, however the model makes them (a
+    plain lookup, or a scaled one as in Gemma). A weight of exactly 0 contributes exactly nothing.
+
+    >>> mix_rows(torch.tensor([[0.25, 0.75]]), torch.tensor([[[4.0, 0.0], [0.0, 4.0]]])).tolist()
+    [[1.0, 3.0]]
+    """
+    mixed = (weights.float().unsqueeze(-1) * rows.float()).sum(dim=1)
+    return mixed.to(rows.dtype)
+
+
+def mix_candidates(
+    ids: torch.Tensor, weights: torch.Tensor, embedding: torch.Tensor
+) -> torch.Tensor:
+    """``h[b] = Σ_c weights[b, c] · embedding[ids[b, c]]``: [B, D] in ``embedding.dtype``.
+
+    >>> E = torch.eye(3)
+    >>> mix_candidates(torch.tensor([[0, 2]]), torch.tensor([[0.25, 0.75]]), E).tolist()
+    [[0.25, 0.0, 0.75]]
+    """
+    return mix_rows(weights, embedding[ids])  # embedding[ids]: [B, C, D]
+
+
+def _as_beta_tensor(beta: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    if isinstance(beta, torch.Tensor):
+        if beta.dim() == 0:
+            beta = beta.expand(batch)
+        if beta.shape != (batch,):
+            raise ValueError(
+                f"beta must be a float or a [B] = [{batch}] tensor, got {tuple(beta.shape)}"
+            )
+        if beta.is_floating_point() is False:
+            beta = beta.float()
+        bad = torch.isnan(beta) | (beta < 0)
+        if bool(bad.any()):  # a host sync, fine for this user-facing entry point
+            raise ValueError(
+                "every beta must be >= 0 (or inf for plain token embeddings); "
+                f"bad rows: {bad.nonzero().flatten().tolist()}"
+            )
+        return beta.to(device=device, dtype=torch.float32)
+    return torch.full((batch,), parse_beta(beta), dtype=torch.float32, device=device)
+
+
+def _as_direct_mask(
+    mode: str | torch.Tensor, batch: int, device: torch.device
+) -> torch.Tensor | None:
+    if isinstance(mode, torch.Tensor):
+        if mode.dtype != torch.bool or mode.shape != (batch,):
+            raise ValueError(
+                f"mode as a tensor must be a [B] = [{batch}] bool tensor (True = direct mixture), "
+                f"got {mode.dtype} {tuple(mode.shape)}"
+            )
+        return mode.to(device)
+    if mode == "moi":
+        return None
+    if mode == "direct":
+        return torch.ones(batch, dtype=torch.bool, device=device)
+    raise ValueError(f"mode must be 'moi' or 'direct' (or a [B] bool tensor), got {mode!r}")
+
+
+def mix_embeddings(
+    logits: torch.Tensor,
+    sampled_ids: torch.Tensor,
+    embedding: torch.Tensor,
+    beta: float | torch.Tensor,
+    *,
+    mode: str | torch.Tensor = "moi",
+    top_k: int | None = DEFAULT_TOP_K,
+) -> torch.Tensor:
+    """The MoI input embedding for the next step: ``h`` [B, D] in ``embedding.dtype``.
+
+    Args:
+        logits: [B, V] raw next-token logits (any float dtype; math runs in float32).
+        sampled_ids: [B] the token each row sampled (y).
+        embedding: [V, D] the model's input embedding matrix.
+        beta: float, or [B] tensor per row; ``>= 0``, ``inf`` gives exactly ``E[y]``.
+        mode: ``"moi"``, ``"direct"`` (``h = Σ p_i E[i]``, the original ``MIXINPUTS_BETA=-100``),
+            or a [B] bool tensor, True where a row uses direct mixture.
+        top_k: K, the prior's support (default 20 as in the original); ``None`` = whole vocabulary.
+
+    With p the temperature-1 softmax over the candidates ``top-K ∪ {y}`` and
+    ``H = entropy(p) / log(#candidates)``, MoI weights are
+    ``w = (H·p + (β+1−H)·onehot(y)) / (β+1)`` and ``h = Σ w_i E[i]``.
+    **y outside the top-K**: y becomes candidate K+1 with its own probability, so the weights stay
+    a convex combination; when y is in the top-K this equals the original release's
+    ``H·Σ((p + β·onehot)/(1+β))·E + (1−H)·E[y]``.
+
+    Example:
+        >>> E = torch.eye(4)
+        >>> logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+        >>> h = mix_embeddings(logits, torch.tensor([1]), E, beta=float("inf"))
+        >>> h.tolist()  # beta = inf: the plain embedding of the sampled token
+        [[0.0, 1.0, 0.0, 0.0]]
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [B, V], got shape {tuple(logits.shape)}")
+    batch, vocab = logits.shape
+    if sampled_ids.shape != (batch,):
+        raise ValueError(f"sampled_ids must be [B] = [{batch}], got {tuple(sampled_ids.shape)}")
+    if embedding.dim() != 2 or embedding.shape[0] < vocab:
+        raise ValueError(
+            f"embedding must be [V, D] with V >= {vocab} (the logits' vocabulary), "
+            f"got {tuple(embedding.shape)}"
+        )
+    betas = _as_beta_tensor(beta, batch, logits.device)
+    direct = _as_direct_mask(mode, batch, logits.device)
+    cands = candidates_from_logits(logits, sampled_ids, top_k)
+    weights = mixture_weights(cands.scores, betas, direct)
+    return mix_candidates(cands.ids.to(embedding.device), weights.to(embedding.device), embedding)
