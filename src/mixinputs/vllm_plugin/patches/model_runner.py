@@ -1,0 +1,139 @@
+"""Patch: the V1 model runner feeds each MoI request's mixture instead of its sampled token.
+
+Why: vLLM has no hook that changes a step's input embeddings from the previous step's
+    distribution and sampled token, which is what MoI needs.
+How: wrap four methods of ``GPUModelRunner`` (the CPU runner inherits three and overrides
+    ``load_model``, which is wrapped on both):
+    - ``load_model``: swap the token embedding for ``MixedInputEmbedding`` (persistent buffers,
+      allocated before vLLM profiles memory and captures graphs) and attach the worker state;
+    - ``_update_states``: read new requests' settings, forget finished ones;
+    - ``_prepare_inputs``: map this step's tokens to mixture rows (host only);
+    - ``_sample``: compute the mixtures of the sampled tokens on the device.
+    Signatures are the same in vLLM 0.28 to 0.33 (checked against each release's source).
+Upstream: an input-embedding hook in the runner would remove this patch; Model Runner V2's
+    ``ModelState.prepare_inputs_embeds`` is close to one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mixinputs.vllm_plugin.embedding import MixedInputEmbedding, find_input_embedding
+from mixinputs.vllm_plugin.patches import wrap_method
+from mixinputs.vllm_plugin.settings import PluginSettings
+from mixinputs.vllm_plugin.worker_state import MoIWorkerState
+
+logger = logging.getLogger("vllm.mixinputs")
+
+
+def unsupported_reason(vllm_config: Any) -> str | None:
+    """Why this engine cannot serve MoI requests, or None."""
+    if getattr(vllm_config, "speculative_config", None) is not None:
+        return "speculative decoding is on (MoI needs one sampled token per step)"
+    parallel = getattr(vllm_config, "parallel_config", None)
+    if parallel is not None and getattr(parallel, "pipeline_parallel_size", 1) > 1:
+        return "pipeline parallelism is on (the last stage samples, the first embeds)"
+    model_config = getattr(vllm_config, "model_config", None)
+    if model_config is not None and getattr(model_config, "enable_prompt_embeds", False):
+        return "prompt embeddings are enabled (the runner then embeds only part of the batch)"
+    return None
+
+
+def install(runner: Any, settings: PluginSettings) -> None:
+    """Attach MoI to a runner whose model was just loaded."""
+    if getattr(runner, "_mixinputs", None) is not None:
+        return
+    reason = unsupported_reason(runner.vllm_config)
+    if reason is not None:
+        runner._mixinputs = None
+        logger.warning("mixinputs: MoI is off for this engine: %s", reason)
+        return
+    parent, attr, base = find_input_embedding(runner.get_model())
+    wrapper = MixedInputEmbedding(base, runner.max_num_reqs + runner.max_num_tokens,
+                                  runner.max_num_tokens)  # fmt: skip
+    setattr(parent, attr, wrapper)
+    state = MoIWorkerState(runner, wrapper, settings.default, settings.max_top_k,
+                           runner.max_num_reqs)  # fmt: skip
+    runner._mixinputs = state
+    _record_sampler_distribution(runner, state)
+    table_mib = wrapper.table.numel() * wrapper.table.element_size() / 2**20
+    logger.info(
+        "mixinputs: MoI ready (embedding %s.%s, %d slot + %d replay rows, %.1f MiB; default %s)",
+        type(parent).__name__, attr, runner.max_num_reqs, runner.max_num_tokens, table_mib,
+        settings.default or "standard decoding unless a request asks",
+    )  # fmt: skip
+
+
+def _record_sampler_distribution(runner: Any, state: MoIWorkerState) -> None:
+    """The sampling prior needs the logits the top-k/top-p stage samples from."""
+    stage = getattr(getattr(runner, "sampler", None), "topk_topp_sampler", None)
+    if stage is None:
+        return
+    original = stage.forward
+
+    def forward(logits, *args, **kwargs):
+        state.record_processed(logits)
+        return original(logits, *args, **kwargs)
+
+    stage.forward = forward
+
+
+def apply(settings: PluginSettings) -> None:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    owners = [GPUModelRunner]
+    try:
+        from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+        owners.append(CPUModelRunner)
+    except ImportError:  # a build without the CPU runner
+        pass
+
+    def make_load_model(original):
+        def load_model(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            install(self, settings)
+            return result
+
+        return load_model
+
+    for owner in owners:
+        if "load_model" in owner.__dict__:
+            wrap_method(owner, "load_model", make_load_model)
+
+    def make_update_states(original):
+        def _update_states(self, scheduler_output, *args, **kwargs):
+            result = original(self, scheduler_output, *args, **kwargs)
+            state = getattr(self, "_mixinputs", None)
+            if state is not None:
+                state.on_update_states(scheduler_output)
+            return result
+
+        return _update_states
+
+    def make_prepare_inputs(original):
+        def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kwargs):
+            result = original(self, scheduler_output, num_scheduled_tokens, *args, **kwargs)
+            state = getattr(self, "_mixinputs", None)
+            if state is not None:
+                state.plan_forward(num_scheduled_tokens)
+            return result
+
+        return _prepare_inputs
+
+    def make_sample(original):
+        def _sample(self, logits, spec_decode_metadata, *args, **kwargs):
+            state = getattr(self, "_mixinputs", None)
+            if state is None or logits is None:
+                return original(self, logits, spec_decode_metadata, *args, **kwargs)
+            return state.sample(
+                lambda lg, sd: original(self, lg, sd, *args, **kwargs), logits,
+                spec_decode_metadata,
+            )  # fmt: skip
+
+        return _sample
+
+    wrap_method(GPUModelRunner, "_update_states", make_update_states)
+    wrap_method(GPUModelRunner, "_prepare_inputs", make_prepare_inputs)
+    wrap_method(GPUModelRunner, "_sample", make_sample)

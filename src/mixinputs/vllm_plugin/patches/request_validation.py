@@ -1,0 +1,68 @@
+"""Patch: bad MoI request fields are rejected in the front end, before the engine sees them.
+
+Why: a bad ``mixinputs_*`` value must come back to its sender (HTTP 400 from the server, a
+    ``ValueError`` from ``LLM.generate``) and never reach, let alone stop, the engine.
+How: wrap ``InputProcessor.process_inputs`` (process 0) to parse ``SamplingParams.extra_args``
+    with ``MoIConfig.from_request``; errors are raised as ``MoIRequestError``, which is both
+    vLLM's ``VLLMValidationError`` (mapped to HTTP 400) and a ``ValueError``.
+Upstream: a validation hook for ``extra_args`` in vLLM would remove this patch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixinputs.config import KEY_TOP_K, MoIConfig, MoIConfigError
+from mixinputs.vllm_plugin.patches import wrap_method
+from mixinputs.vllm_plugin.settings import PluginSettings
+
+
+def _error_class() -> type[Exception]:
+    try:
+        from vllm.exceptions import VLLMValidationError
+    except ImportError:  # older layouts: a plain ValueError is what vLLM raised there
+        return MoIConfigError
+    if issubclass(VLLMValidationError, ValueError):
+        return VLLMValidationError
+    return type("MoIRequestError", (VLLMValidationError, MoIConfigError), {
+        "__doc__": "A bad mixinputs_* request field (HTTP 400; also a ValueError).",
+        "__module__": __name__,
+    })  # fmt: skip
+
+
+MoIRequestError = _error_class()
+
+
+def check_request(params: Any, settings: PluginSettings, engine_refusal: str | None) -> None:
+    """Raise ``MoIRequestError`` naming the key when a request's MoI fields are unusable."""
+    extra = getattr(params, "extra_args", None)
+    asks = bool(extra) and any(str(k).startswith("mixinputs_") for k in extra)
+    if not asks and (settings.default is None or engine_refusal is None):
+        return  # standard decoding, or the valid engine-wide default on an engine that mixes
+    try:
+        config = MoIConfig.from_request(extra, settings.default)
+    except MoIConfigError as e:
+        raise MoIRequestError(str(e)) from None
+    if config is None:
+        return
+    if engine_refusal is not None:
+        raise MoIRequestError(f"this engine cannot serve MoI requests: {engine_refusal}")
+    if config.top_k is None or config.top_k > settings.max_top_k:
+        raise MoIRequestError(
+            f"{KEY_TOP_K}={config.top_k} is out of range: this engine allows 1 to "
+            f"{settings.max_top_k} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)"
+        )
+
+
+def apply(settings: PluginSettings, engine_refusal) -> None:
+    """``engine_refusal(vllm_config) -> str | None`` says why an engine cannot mix at all."""
+    from vllm.v1.engine.input_processor import InputProcessor
+
+    def make(original):
+        def process_inputs(self, request_id, prompt, params, *args, **kwargs):
+            check_request(params, settings, engine_refusal(self.vllm_config))
+            return original(self, request_id, prompt, params, *args, **kwargs)
+
+        return process_inputs
+
+    wrap_method(InputProcessor, "process_inputs", make)

@@ -1,0 +1,410 @@
+"""MoI state of one vLLM worker, and the two things it does every step.
+
+1. ``plan_forward`` (host only, after the runner prepared its inputs): for every token of the
+   flattened batch, which row of the mixture table feeds it (``token_row``), or -1 for the plain
+   embedding. A MoI request's newest output token reads its slot (one row per running request,
+   written on the device right after sampling). Older output tokens (a request resumed after
+   preemption recomputes them) are *replayed* from the host copy of their candidates and weights,
+   so a resumed request sees exactly the inputs it saw the first time.
+2. ``sample`` (device, around the runner's ``_sample``): keep the prior's logits before the sampler
+   edits them in place, sample, then build candidates ``top-K ∪ {y}``, weights and the mixture
+   (``mixinputs.mixing``) for the MoI rows and write them into their slots. No host sync: the host
+   only learns which rows mix and where, which it knows before the step.
+
+Extra memory: the table has ``max_num_seqs`` slot rows plus ``max_num_batched_tokens`` replay rows
+of hidden size; per request the host keeps (K+1) ids and weights per output token (168 bytes at
+K = 20) for replays.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixinputs.config import MoIConfig, MoIConfigError
+from mixinputs.mixing import candidates_from_logits, mix_rows, mixture_weights
+from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
+
+logger = logging.getLogger("vllm.mixinputs")
+
+_HISTORY_RING = 4  # pinned staging buffers in flight before the oldest is waited for
+
+
+@dataclass
+class RequestMoI:
+    """One MoI request's worker-side state."""
+
+    config: MoIConfig
+    slot: int = -1  # its row in the table's slot region, -1 while it has none
+    latest: int = -1  # output index j whose mixture sits in `slot`
+    # History for replays: row j holds the candidates/weights that made output token j's input.
+    hist_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
+    hist_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    hist_len: int = 0
+
+    def record(self, j: int, ids: np.ndarray, w: np.ndarray, width: int) -> None:
+        if j >= self.hist_ids.shape[0]:
+            cap = max(16, 2 * self.hist_ids.shape[0], j + 1)
+            grown_ids = np.zeros((cap, width), np.int32)
+            grown_w = np.zeros((cap, width), np.float32)
+            if self.hist_len:
+                grown_ids[: self.hist_len] = self.hist_ids[: self.hist_len]
+                grown_w[: self.hist_len] = self.hist_w[: self.hist_len]
+            self.hist_ids, self.hist_w = grown_ids, grown_w
+        self.hist_ids[j, : ids.shape[0]] = ids
+        self.hist_w[j, : w.shape[0]] = w
+        self.hist_w[j, w.shape[0] :] = 0.0  # padding slots carry no weight
+        self.hist_len = max(self.hist_len, j + 1)
+
+
+@dataclass
+class SamplePlan:
+    """What ``sample`` does this step, all decided on the host before the forward."""
+
+    rows: torch.Tensor  # [M] long: rows of the logits (batch order) that mix
+    slots: torch.Tensor  # [M] long: their table rows
+    beta: torch.Tensor  # [M] float32 (inf: exactly E[y])
+    direct: torch.Tensor  # [M] bool
+    top_k: int  # K of this step's candidates (the largest asked for)
+    k_mask: torch.Tensor | None  # [M, K+1] bool, True where a column is beyond the row's own K
+    sampling: torch.Tensor | None  # [M] bool: rows whose prior is the sampler's distribution
+    sampler_top_k: torch.Tensor | None  # [M] long (0 = off), for the sampling prior
+    sampler_top_p: torch.Tensor | None  # [M] float32 (1 = off)
+    req_states: list[RequestMoI]
+    js: list[int]  # output index each row's sampled token will have
+
+
+class MoIWorkerState:
+    def __init__(
+        self,
+        runner: Any,
+        embed: MixedInputEmbedding,
+        default: MoIConfig | None,
+        max_top_k: int,
+        num_slots: int,
+    ):
+        self.runner = runner
+        self.embed = embed
+        self.default = default
+        self.max_top_k = max_top_k
+        self.width = max_top_k + 1
+        self.num_slots = num_slots
+        self.replay_capacity = embed.table.shape[0] - num_slots
+        self.device = embed.table.device
+        self.requests: dict[str, RequestMoI | None] = {}  # None: decided, standard decoding
+        self.free_slots = list(range(num_slots - 1, -1, -1))
+        self.slot_holders: set[str] = set()
+        self.num_moi_alive = 0
+        pin = self.device.type == "cuda"
+        self.token_row_host = torch.full_like(embed.token_row, -1, device="cpu")
+        if pin:
+            self.token_row_host = self.token_row_host.pin_memory()
+        self.token_row_np = self.token_row_host.numpy()
+        self.token_row_extent = 0  # host entries [0, extent) may be set: reset before reuse
+        self.plan: SamplePlan | None = None
+        self.processed: torch.Tensor | None = None  # [M, V] the sampler's logits, sampling prior
+        self.capture_rows: torch.Tensor | None = None
+        self._pending: collections.deque = collections.deque()
+        self._ring = [self._staging(pin) for _ in range(_HISTORY_RING)] if pin else []
+        self._ring_next = 0
+        self._warned: set[str] = set()
+        self.trace: list[dict] | None = None  # per-step records, when tests ask for them
+
+    # ------------------------------------------------------------------ request bookkeeping
+    def _staging(self, pin: bool):
+        shape = (self.num_slots, self.width)
+        return (torch.zeros(shape, dtype=torch.int32).pin_memory(),
+                torch.zeros(shape, dtype=torch.float32).pin_memory())  # fmt: skip
+
+    def state_of(self, req_id: str) -> RequestMoI | None:
+        if req_id in self.requests:
+            return self.requests[req_id]
+        req = self.runner.requests.get(req_id)
+        params = getattr(req, "sampling_params", None)
+        config = None
+        if params is not None:
+            try:
+                config = MoIConfig.from_request(params.extra_args, self.default)
+                if config is not None and (config.top_k is None or config.top_k > self.max_top_k):
+                    raise MoIConfigError(
+                        f"mixinputs_top_k={config.top_k} exceeds this engine's maximum "
+                        f"{self.max_top_k} (MIXINPUTS_MAX_TOP_K)"
+                    )
+            except MoIConfigError as e:  # the front end rejects these; never crash the engine
+                logger.error("request %s: %s; decoding it without MoI", req_id, e)
+                config = None
+        state = RequestMoI(config) if config is not None else None
+        self.requests[req_id] = state
+        self.num_moi_alive += state is not None
+        return state
+
+    def on_update_states(self, scheduler_output: Any) -> None:
+        """Read new requests' MoI settings once; forget finished requests; give back the slots of
+        requests not scheduled this step (preempted or paused): their newest mixture will be
+        replayed from the history."""
+        for new in scheduler_output.scheduled_new_reqs:
+            self.state_of(new.req_id)
+        for req_id in scheduler_output.finished_req_ids:
+            state = self.requests.pop(req_id, None)
+            if state is not None:
+                self.num_moi_alive -= 1
+                self._release_slot(req_id, state)
+        if self.slot_holders:
+            scheduled = scheduler_output.num_scheduled_tokens
+            for req_id in [r for r in self.slot_holders if r not in scheduled]:
+                self._release_slot(req_id, self.requests[req_id])
+
+    def _release_slot(self, req_id: str, state: RequestMoI) -> None:
+        if state.slot >= 0:
+            self.free_slots.append(state.slot)
+            self.slot_holders.discard(req_id)
+            state.slot = -1
+
+    # ------------------------------------------------------------------ 1. plan the forward
+    def plan_forward(self, num_scheduled_tokens: np.ndarray) -> None:
+        """Fill ``token_row`` for the batch the runner just prepared, and plan the sample step."""
+        self.plan = None
+        batch = self.runner.input_batch
+        num_reqs = batch.num_reqs
+        if not self.num_moi_alive:  # no MoI request anywhere: nothing to do, no loop
+            self._reset_token_rows()
+            return
+        states = [self.state_of(r) for r in batch.req_ids[:num_reqs]]
+        moi = [i for i, s in enumerate(states) if s is not None]
+        if not moi:
+            self._reset_token_rows()
+            return
+        idx = np.asarray(moi)
+        computed = batch.num_computed_tokens_cpu[idx]
+        prompt = batch.num_prompt_tokens[idx]
+        scheduled = num_scheduled_tokens[idx]
+        starts = np.cumsum(num_scheduled_tokens)[idx] - scheduled
+        total = batch.num_tokens_no_spec[idx]
+
+        rows = self.token_row_np
+        rows[: self.token_row_extent] = -1
+        extent = 0  # host entries [0, extent) set this step
+        replays: list[tuple[int, RequestMoI, int]] = []
+        for k, i in enumerate(moi):
+            state = states[i]
+            first = max(int(computed[k]), int(prompt[k]))  # output token j sits at prompt + j
+            last = int(computed[k] + scheduled[k]) - 1
+            for pos in range(first, last + 1):  # one position in a decode step
+                j = pos - int(prompt[k])
+                t = int(starts[k]) + pos - int(computed[k])
+                if j == state.latest and state.slot >= 0:
+                    rows[t] = state.slot
+                else:
+                    replays.append((t, state, j))
+                extent = max(extent, t + 1)
+        if replays:
+            self._replay(replays)
+        # Copy over last step's extent too, so its stale entries are reset on the device.
+        copy = max(extent, self.token_row_extent)
+        self.embed.token_row[:copy].copy_(self.token_row_host[:copy], non_blocking=True)
+        self.token_row_extent = extent
+
+        # The rows whose sample this step is kept: the request has caught up with its tokens
+        # (a partial prefill chunk samples a token that is thrown away).
+        keep = (computed + scheduled) >= total
+        if not keep.any():
+            return
+        self.plan = self._make_plan(
+            [moi[k] for k in np.flatnonzero(keep)],
+            [states[moi[k]] for k in np.flatnonzero(keep)],
+            (total - prompt)[keep].tolist(),
+        )
+
+    def _reset_token_rows(self) -> None:
+        if self.token_row_extent:
+            self.token_row_np[: self.token_row_extent] = -1
+            self.embed.token_row[: self.token_row_extent].fill_(-1)
+            self.token_row_extent = 0
+
+    def _make_plan(self, rows: list[int], states: list[RequestMoI], js: list[int]) -> SamplePlan:
+        for req_id, state in zip(self._req_ids(rows), states, strict=True):
+            if state.slot < 0:
+                state.slot = self.free_slots.pop()
+                self.slot_holders.add(req_id)
+        configs = [s.config for s in states]
+        top_k = max(c.top_k for c in configs)
+        dev = self.device
+        row_k = [c.top_k for c in configs]
+        k_mask = None
+        if min(row_k) < top_k:
+            cols = torch.arange(top_k + 1)
+            k_mask = (cols[None, :] >= torch.tensor(row_k)[:, None]) & (cols[None, :] < top_k)
+            k_mask = k_mask.to(dev, non_blocking=True)
+        sampling = sampler_top_k = sampler_top_p = None
+        if any(c.prior == "sampling" for c in configs):
+            params = [self.runner.requests[r].sampling_params for r in self._req_ids(rows)]
+            sampling = torch.tensor([c.prior == "sampling" for c in configs]).to(dev)
+            sampler_top_k = torch.tensor([p.top_k if p.top_k and p.top_k > 0 else 0
+                                          for p in params]).to(dev)  # fmt: skip
+            sampler_top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(dev)
+            greedy = [p.temperature < 1e-5 for p in params]
+        else:
+            greedy = [False] * len(rows)
+        # A greedy row's sampling distribution is a point mass on y: beta = inf feeds E[y].
+        beta = [float("inf") if (c.prior == "sampling" and g) else c.beta
+                for c, g in zip(configs, greedy, strict=True)]  # fmt: skip
+        for state, j in zip(states, js, strict=True):
+            state.latest = j
+        return SamplePlan(
+            rows=torch.tensor(rows, dtype=torch.long).to(dev, non_blocking=True),
+            slots=torch.tensor([s.slot for s in states], dtype=torch.long).to(
+                dev, non_blocking=True
+            ),
+            beta=torch.tensor(beta, dtype=torch.float32).to(dev, non_blocking=True),
+            direct=torch.tensor([c.direct for c in configs]).to(dev, non_blocking=True),
+            top_k=top_k,
+            k_mask=k_mask,
+            sampling=sampling,
+            sampler_top_k=sampler_top_k,
+            sampler_top_p=sampler_top_p,
+            req_states=states,
+            js=js,
+        )
+
+    def _req_ids(self, rows: list[int]) -> list[str]:
+        req_ids = self.runner.input_batch.req_ids
+        return [req_ids[i] for i in rows]
+
+    def _replay(self, replays: list[tuple[int, RequestMoI, int]]) -> None:
+        """Mixtures of earlier output tokens, rebuilt from the host history into replay rows."""
+        self._drain(block=True)
+        usable = [(t, s, j) for t, s, j in replays if j < s.hist_len]
+        if len(usable) < len(replays):
+            logger.error("mixinputs: %d replayed tokens have no stored mixture; they use plain "
+                         "embeddings", len(replays) - len(usable))  # fmt: skip
+        if not usable:
+            return
+        if len(usable) > self.replay_capacity:
+            raise RuntimeError(
+                f"mixinputs: {len(usable)} tokens to replay in one step, room for "
+                f"{self.replay_capacity}"
+            )
+        ids = torch.from_numpy(np.stack([s.hist_ids[j] for _, s, j in usable]))
+        w = torch.from_numpy(np.stack([s.hist_w[j] for _, s, j in usable]))
+        ids = ids.to(self.device, dtype=torch.long)
+        mixed = mix_rows(w.to(self.device), self.embed.base(ids))  # [n, D]
+        base = self.num_slots
+        self.embed.table[base : base + len(usable)] = mixed.to(self.embed.table.dtype)
+        for n, (t, _, _) in enumerate(usable):
+            self.token_row_np[t] = base + n
+
+    # ------------------------------------------------------------------ 2. sample and mix
+    def sample(self, original_sample, logits: torch.Tensor, spec_decode_metadata: Any):
+        plan, self.plan = self.plan, None
+        if plan is None:
+            return original_sample(logits, spec_decode_metadata)
+        if spec_decode_metadata is not None:
+            self._warn_once("spec", "mixinputs: speculative decoding is not supported with MoI; "
+                            "this step's MoI rows use plain embeddings")  # fmt: skip
+            return original_sample(logits, spec_decode_metadata)
+        # 1. The raw (temperature-1) prior, copied: the sampler edits the logits in place.
+        raw = logits.index_select(0, plan.rows)  # [M, V]
+        # 2. Sample as usual (the sampler records its own distribution for the sampling prior).
+        self.capture_rows = plan.rows if plan.sampling is not None else None
+        self.processed = None
+        try:
+            output = original_sample(logits, spec_decode_metadata)
+        finally:
+            self.capture_rows = None
+        sampled = output.sampled_token_ids[:, 0].index_select(0, plan.rows).long()  # [M]
+        # 3. Candidates top-K ∪ {y} and their scores, per row from its own prior.
+        prior = raw
+        if plan.sampling is not None and self.processed is not None:
+            prior = torch.where(plan.sampling[:, None], self.processed.to(raw.dtype), raw)
+        cands = candidates_from_logits(prior, sampled, plan.top_k)
+        scores = cands.scores
+        if plan.k_mask is not None:
+            scores = scores.masked_fill(plan.k_mask, float("-inf"))
+        if plan.sampling is not None and self.processed is not None:
+            scores = _sampler_masks(scores, prior, plan)
+        self.processed = None
+        # 4. Weights and the mixture, written into each request's slot for the next forward.
+        weights = mixture_weights(scores, plan.beta, plan.direct)  # [M, K+1]
+        mixed = mix_rows(weights, self.embed.base(cands.ids))  # [M, D]
+        self.embed.table.index_copy_(0, plan.slots, mixed.to(self.embed.table.dtype))
+        self._stage_history(plan, cands.ids, weights)
+        if self.trace is not None:  # debugging / tests only (see `enable_trace`)
+            self.trace.append({
+                "req_ids": self._req_ids(plan.rows.tolist()), "js": list(plan.js),
+                "prior": prior.float().cpu(), "sampled": sampled.cpu(), "beta": plan.beta.cpu(),
+                "direct": plan.direct.cpu(), "mixed": self.embed.table[plan.slots].cpu(),
+            })  # fmt: skip
+        return output
+
+    def record_processed(self, logits: torch.Tensor) -> None:
+        """Called by the sampler's top-k/top-p stage with the logits it samples from."""
+        if self.capture_rows is not None:
+            self.processed = logits.index_select(0, self.capture_rows)
+
+    # ------------------------------------------------------------------ replay history
+    def _stage_history(self, plan: SamplePlan, ids: torch.Tensor, weights: torch.Tensor) -> None:
+        m, width = ids.shape
+        if self.device.type != "cuda":
+            host_ids, host_w = ids.to(torch.int32).cpu().numpy(), weights.float().cpu().numpy()
+            self._pending.append((None, host_ids, host_w, plan.req_states, plan.js))
+            self._drain(block=False)
+            return
+        # Device -> pinned host copy in a ring of buffers; read only once its event completed.
+        if len(self._pending) >= len(self._ring):
+            self._drain(block=True, limit=1)
+        host_ids, host_w = self._ring[self._ring_next]
+        self._ring_next = (self._ring_next + 1) % len(self._ring)
+        host_ids[:m, :width].copy_(ids, non_blocking=True)
+        host_w[:m, :width].copy_(weights, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending.append((event, host_ids[:m, :width].numpy(), host_w[:m, :width].numpy(),
+                              plan.req_states, plan.js))  # fmt: skip
+        self._drain(block=False)
+
+    def _drain(self, block: bool, limit: int | None = None) -> None:
+        done = 0
+        while self._pending and (limit is None or done < limit):
+            event, ids, w, states, js = self._pending[0]
+            if event is not None:
+                if not block and not event.query():
+                    break
+                event.synchronize()
+            self._pending.popleft()
+            done += 1
+            for m, (state, j) in enumerate(zip(states, js, strict=True)):
+                state.record(j, ids[m], w[m], self.width)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+
+def _sampler_masks(scores: torch.Tensor, logits: torch.Tensor, plan: SamplePlan) -> torch.Tensor:
+    """Restrict sampling-prior rows to what vLLM's top-k / top-p kept (the last column, the
+    sampled token, was kept by definition). ``scores`` [M, K+1] are sorted descending in [:K]."""
+    assert plan.sampling is not None and plan.sampler_top_k is not None
+    assert plan.sampler_top_p is not None
+    k = scores.shape[1] - 1
+    cols = torch.arange(k, device=scores.device)
+    top = scores[:, :k]
+    # top-k: keep columns below the row's k (ties at the k-th value kept, as vLLM does).
+    sk = plan.sampler_top_k
+    kth = top.gather(1, (sk.clamp(1, k) - 1)[:, None])
+    keep = torch.where((sk > 0)[:, None] & (sk <= k)[:, None], top >= kth, True)
+    # top-p on the distribution after top-k: normalizer over the kept set (all of V without k).
+    full_lse = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
+    kept_lse = torch.logsumexp(top.masked_fill(~keep, float("-inf")), dim=-1, keepdim=True)
+    lse = torch.where(((sk > 0) & (sk <= k))[:, None], kept_lse, full_lse)
+    probs = torch.exp(top - lse).masked_fill(~keep, 0.0)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
+    keep = keep & ((before < plan.sampler_top_p[:, None]) | (cols == 0))
+    masked = top.masked_fill(~keep, float("-inf"))
+    out = torch.cat([masked, scores[:, k:]], dim=-1)
+    return torch.where(plan.sampling[:, None], out, scores)
