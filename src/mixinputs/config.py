@@ -34,6 +34,8 @@ DEFAULT_BETA = 1.0
 DEFAULT_TOP_K = 20
 
 MODES = ("moi", "direct")
+STANDARD_REQUEST = {"mixinputs_mode": "off"}
+"""Request fields for standard decoding, even when ``MIXINPUTS_BETA`` makes MoI the default."""
 PRIORS = ("raw", "sampling")
 KEY_BETA = "mixinputs_beta"
 KEY_MODE = "mixinputs_mode"
@@ -74,6 +76,21 @@ class MoIConfig:
     @property
     def direct(self) -> bool:
         return self.mode == "direct"
+
+    def to_request(self) -> dict[str, Any]:
+        """The request fields (``extra_args`` / ``vllm_xargs``) that ask for this config.
+
+        >>> MoIConfig(beta=float("inf"), top_k=5).to_request()["mixinputs_beta"]
+        'inf'
+        """
+        fields: dict[str, Any] = {
+            KEY_BETA: "inf" if math.isinf(self.beta) else self.beta,
+            KEY_MODE: self.mode,
+            KEY_PRIOR: self.prior,
+        }
+        if self.top_k is not None:
+            fields[KEY_TOP_K] = self.top_k
+        return fields
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MoIConfig | None:

@@ -114,6 +114,7 @@ class MoIWorkerState:
         self._ring_next = 0
         self._warned: set[str] = set()
         self.trace: list[dict] | None = None  # per-step records, when tests ask for them
+        self.num_replayed = 0  # output tokens whose mixture was rebuilt from the history
 
     # ------------------------------------------------------------------ request bookkeeping
     def _staging(self, pin: bool):
@@ -297,6 +298,7 @@ class MoIWorkerState:
         self.embed.table[base : base + len(usable)] = mixed.to(self.embed.table.dtype)
         for n, (t, _, _) in enumerate(usable):
             self.token_row_np[t] = base + n
+        self.num_replayed += len(usable)
 
     # ------------------------------------------------------------------ 2. sample and mix
     def sample(self, original_sample, logits: torch.Tensor, spec_decode_metadata: Any):

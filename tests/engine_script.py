@@ -1,0 +1,28 @@
+"""Runs one batch on a vLLM engine in its own process; used by the tests (reads JSON on stdin).
+
+Input: {"model", "engine": {LLM kwargs}, "requests": [{"prompt", "params": {SamplingParams}}]}.
+Prints one line "ENGINE-RESULT:<json>": [{"text", "token_ids"}] in request order.
+"""
+
+import json
+import sys
+
+MARKER = "ENGINE-RESULT:"
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.read())
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=spec["model"], **spec["engine"])
+    prompts = [r["prompt"] for r in spec["requests"]]
+    params = [SamplingParams(**r.get("params", {})) for r in spec["requests"]]
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    result = [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)}
+              for o in outputs]  # fmt: skip
+    print(MARKER + json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

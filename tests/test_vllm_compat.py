@@ -1,0 +1,164 @@
+"""Version guard: the hooked vLLM methods exist with the signatures the plugin wraps, in the
+installed vLLM and in the GPU release's wheel (0.33.0), and unsupported versions are refused."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from mixinputs.vllm_plugin import compat
+
+GPU_RELEASE = "0.33.0"
+
+# (file, class or None, function, the leading parameters the wrapper passes on)
+HOOKS = [
+    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "load_model", ["self"]),
+    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_update_states",
+     ["self", "scheduler_output"]),
+    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_prepare_inputs",
+     ["self", "scheduler_output", "num_scheduled_tokens"]),
+    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_sample",
+     ["self", "logits", "spec_decode_metadata"]),
+    ("vllm/v1/worker/cpu_model_runner.py", "CPUModelRunner", "load_model", ["self"]),
+    ("vllm/v1/engine/input_processor.py", "InputProcessor", "process_inputs",
+     ["self", "request_id", "prompt", "params"]),
+    ("vllm/v1/core/kv_cache_utils.py", None, "generate_block_hash_extra_keys",
+     ["request", "start_token_idx", "end_token_idx", "start_mm_idx"]),
+    ("vllm/config/vllm.py", "VllmConfig", "compute_hash", ["self"]),
+    ("vllm/v1/worker/gpu/model_runner.py", "GPUModelRunner", "add_requests",
+     ["self", "scheduler_output"]),
+]  # fmt: skip
+# Attributes of the runner / batch the plugin reads, with a file that must assign them.
+ATTRIBUTES = [
+    ("vllm/v1/worker/gpu_model_runner.py", "self.max_num_reqs ="),
+    ("vllm/v1/worker/gpu_model_runner.py", "self.max_num_tokens ="),
+    ("vllm/v1/worker/gpu_input_batch.py", "self.num_computed_tokens_cpu ="),
+    ("vllm/v1/worker/gpu_input_batch.py", "self.num_prompt_tokens ="),
+    ("vllm/v1/worker/gpu_input_batch.py", "self.num_tokens_no_spec ="),
+    ("vllm/v1/sample/sampler.py", "self.topk_topp_sampler ="),
+    ("vllm/exceptions.py", "class VLLMValidationError"),
+]
+
+
+def check_sources(read) -> list[str]:
+    """Problems found in a vLLM source tree; ``read(path)`` returns a file's text."""
+    problems = []
+    for path, cls, func, params in HOOKS:
+        tree = ast.parse(read(path))
+        scope = tree.body
+        if cls is not None:
+            owner = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
+            if not owner:
+                problems.append(f"{path}: no class {cls}")
+                continue
+            scope = owner[0].body
+        found = [n for n in scope if isinstance(n, ast.FunctionDef) and n.name == func]
+        if not found:
+            problems.append(f"{path}: no {cls}.{func}")
+            continue
+        names = [a.arg for a in found[0].args.args][: len(params)]
+        if names != params:
+            problems.append(f"{path}: {func}{tuple(names)} but the plugin passes {params}")
+    for path, text in ATTRIBUTES:
+        if text not in read(path):
+            problems.append(f"{path}: `{text}` not found")
+    return problems
+
+
+def test_installed_vllm_has_the_hooked_methods():
+    vllm = pytest.importorskip("vllm")
+    root = Path(vllm.__file__).parent.parent
+    assert check_sources(lambda p: (root / p).read_text()) == []
+
+
+@pytest.fixture(scope="module")
+def gpu_wheel() -> Path:
+    from mixinputs.embedded_model import cache_dir
+
+    folder = cache_dir() / "wheels"
+    found = sorted(folder.glob(f"vllm-{GPU_RELEASE}-*.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
+                        str(folder), f"vllm=={GPU_RELEASE}"], check=True, timeout=900)  # fmt: skip
+        found = sorted(folder.glob(f"vllm-{GPU_RELEASE}-*.whl"))
+    assert found, f"pip download of vllm=={GPU_RELEASE} produced no wheel"
+    return found[0]
+
+
+@pytest.mark.slow
+def test_gpu_release_has_the_hooked_methods(gpu_wheel):
+    assert compat.is_supported(GPU_RELEASE)
+    with zipfile.ZipFile(gpu_wheel) as wheel:
+        assert check_sources(lambda p: wheel.read(p).decode()) == []
+
+
+def test_version_parsing():
+    assert [compat.is_supported(v) for v in ("0.28.0", "0.32.0+cpu", "0.33.2", "0.27.9",
+                                              "0.34.0", "1.0.0", "garbage")] == [
+        True, True, True, False, False, False, False]  # fmt: skip
+
+
+REFUSAL_SCRIPT = r"""
+import json, logging, sys
+logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+import mixinputs.vllm_plugin as plugin
+from mixinputs.vllm_plugin import compat
+compat.vllm_version = lambda: "0.27.0"
+result = {}
+try:
+    plugin.register()
+    result["registered"] = True
+except compat.UnsupportedVLLMVersion as e:
+    result["raised"] = str(e)
+if result.get("registered"):
+    from vllm import SamplingParams
+    from vllm.v1.engine.input_processor import InputProcessor
+    try:
+        front_end = type("FrontEnd", (), {"vllm_config": None})()
+        InputProcessor.process_inputs(front_end, "r", "p", SamplingParams(extra_args={"mixinputs_beta": 1}))
+    except ValueError as e:
+        result["request_error"] = str(e)
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+    result["runner_untouched"] = not hasattr(GPUModelRunner._sample, "__mixinputs_original__")
+print("RESULT:" + json.dumps(result))
+"""
+
+
+def _run_refusal(env_extra):
+    pytest.importorskip("vllm")
+    env = {k: v for k, v in os.environ.items() if k != "MIXINPUTS_BETA"}
+    out = subprocess.run([sys.executable, "-c", REFUSAL_SCRIPT], capture_output=True, text=True,
+                         env={**env, **env_extra}, timeout=300)  # fmt: skip
+    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT:")]
+    assert lines, out.stderr[-3000:]
+    return json.loads(lines[0][7:]), out.stderr
+
+
+def test_unsupported_version_is_refused_loudly_and_vllm_keeps_working():
+    result, log = _run_refusal({})
+    assert result.get("registered") and result["runner_untouched"]
+    assert "0.28.x to 0.33.x" in log and "0.27.0" in log
+    assert "0.28.x to 0.33.x" in result["request_error"]
+
+
+def test_unsupported_version_with_mixinputs_beta_stops_the_engine_start():
+    result, _ = _run_refusal({"MIXINPUTS_BETA": "1.0"})
+    assert "0.28.x to 0.33.x" in result["raised"]
+
+
+def test_malformed_environment_is_a_clear_error_at_engine_start():
+    pytest.importorskip("vllm")
+    script = ("import mixinputs.vllm_plugin as p\n"
+              "try:\n    p.register()\nexcept ValueError as e:\n    print('ERR:' + str(e))\n")  # fmt: skip
+    for value, needle in (("abc", "is not a number"), ("-3", "is out of range")):
+        env = {**os.environ, "MIXINPUTS_BETA": value}
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env, timeout=300)  # fmt: skip
+        assert f"MIXINPUTS_BETA='{value}' {needle}" in out.stdout, out.stderr[-2000:]

