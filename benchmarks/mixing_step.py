@@ -48,11 +48,18 @@ def bench(batch, vocab, hidden, top_k, device, dtype, repeats):
     sampled = torch.randint(0, vocab, (batch,), generator=gen).to(device)
     beta = torch.ones(batch, device=device)
     inner = 20 if device.type == "cuda" else 3
-    row = {"batch": batch, "vocab": vocab, "hidden": hidden, "top_k": top_k,
-           "device": device.type, "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
+    row = {
+        "batch": batch,
+        "vocab": vocab,
+        "hidden": hidden,
+        "top_k": top_k,
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
     row["plain_lookup_us"] = timeit(lambda: embedding[sampled], device, repeats, inner)
-    row["moi_eager_us"] = timeit(lambda: step(logits, sampled, embedding, beta, top_k),
-                                 device, repeats, inner)  # fmt: skip
+    row["moi_eager_us"] = timeit(
+        lambda: step(logits, sampled, embedding, beta, top_k), device, repeats, inner
+    )
     if device.type == "cuda":
         static_out = step(logits, sampled, embedding, beta, top_k)  # warm-up on the side stream
         stream = torch.cuda.Stream()
@@ -78,8 +85,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--batches", default="1,8,64,256")
-    parser.add_argument("--shapes", default="49152x576,152064x5120",
-                        help="VOCABxHIDDEN pairs: SmolLM2-135M, and a Qwen2.5/QwQ-32B-sized one")
+    parser.add_argument(
+        "--shapes",
+        default="49152x576,152064x5120",
+        help="VOCABxHIDDEN pairs: SmolLM2-135M, and a Qwen2.5/QwQ-32B-sized one",
+    )
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
@@ -93,9 +103,12 @@ def main() -> None:
             row = bench(batch, vocab, hidden, args.top_k, device, dtype, args.repeats)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    meta = {"torch": torch.__version__, "machine": platform.machine(),
-            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-            "threads": torch.get_num_threads()}  # fmt: skip
+    meta = {
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+    }
     print(json.dumps({"meta": meta}))
     if args.json:
         with open(args.json, "w") as f:

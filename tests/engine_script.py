@@ -18,8 +18,9 @@ def main() -> None:
     prompts = [r["prompt"] for r in spec["requests"]]
     params = [SamplingParams(**r.get("params", {})) for r in spec["requests"]]
     outputs = llm.generate(prompts, params, use_tqdm=False)
-    result = [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)}
-              for o in outputs]  # fmt: skip
+    result = [
+        {"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)} for o in outputs
+    ]
     print(MARKER + json.dumps(result))
     sys.stdout.flush()
 

@@ -15,8 +15,13 @@ from mixinputs.cli import main
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mixinputs", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "mixinputs", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def test_setup_cleanup_round_trip_keeps_other_lines(tmp_path, capsys):

@@ -61,9 +61,15 @@ def test_transformers_path_on_gpu():
     transformers = pytest.importorskip("transformers")
     from mixinputs.hf import enable_moi
 
-    config = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-                                      num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, pad_token_id=0)  # fmt: skip
+    config = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).cuda().eval()
     with torch.no_grad():
@@ -76,7 +82,8 @@ def test_transformers_path_on_gpu():
     seen = []
     with enable_moi(model, beta=0.5) as handle:
         hook = model.get_input_embeddings().register_forward_hook(
-            lambda m, a, o: seen.append(o.detach().clone()))
+            lambda m, a, o: seen.append(o.detach().clone())
+        )
         out = model.generate(ids, **kw)
         hook.remove()
     assert not torch.equal(out, plain)

@@ -15,19 +15,34 @@ INF = float("inf")
 
 def tiny_llama():
     config = transformers.LlamaConfig(
-        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).eval()
 
 
 def tiny_gpt2():
     config = transformers.GPT2Config(
-        vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=128,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=96,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config).eval()
 
@@ -195,8 +210,15 @@ def test_num_return_sequences_streamer_and_stopping_criteria(model):
     )
     with enable_moi(model, beta=1.0):
         torch.manual_seed(1)
-        out = model.generate(ids, do_sample=True, num_return_sequences=3, max_new_tokens=10,
-                             pad_token_id=0, eos_token_id=None, streamer=None)  # fmt: skip
+        out = model.generate(
+            ids,
+            do_sample=True,
+            num_return_sequences=3,
+            max_new_tokens=10,
+            pad_token_id=0,
+            eos_token_id=None,
+            streamer=None,
+        )
         assert out.shape == (3, ids.shape[1] + 10)
         one = model.generate(ids, **GREEDY, streamer=streamer, stopping_criteria=stop)
     assert one.shape[1] == ids.shape[1] + 4
@@ -261,8 +283,9 @@ def test_embedded_model_greedy_moi_is_deterministic_and_coherent(smollm):
     tok, model = smollm
     text = tok.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        tokenize=False, add_generation_prompt=True,
-    )  # fmt: skip
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     enc = tok(text, return_tensors="pt", add_special_tokens=False)
     kw = {"max_new_tokens": 24, "do_sample": False, "pad_token_id": tok.eos_token_id}
     with enable_moi(model, beta=1.0):

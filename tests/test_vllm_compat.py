@@ -20,21 +20,45 @@ GPU_RELEASE = "0.33.0"
 # (file, class or None, function, the leading parameters the wrapper passes on)
 HOOKS = [
     ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "load_model", ["self"]),
-    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_update_states",
-     ["self", "scheduler_output"]),
-    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_prepare_inputs",
-     ["self", "scheduler_output", "num_scheduled_tokens"]),
-    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_sample",
-     ["self", "logits", "spec_decode_metadata"]),
+    (
+        "vllm/v1/worker/gpu_model_runner.py",
+        "GPUModelRunner",
+        "_update_states",
+        ["self", "scheduler_output"],
+    ),
+    (
+        "vllm/v1/worker/gpu_model_runner.py",
+        "GPUModelRunner",
+        "_prepare_inputs",
+        ["self", "scheduler_output", "num_scheduled_tokens"],
+    ),
+    (
+        "vllm/v1/worker/gpu_model_runner.py",
+        "GPUModelRunner",
+        "_sample",
+        ["self", "logits", "spec_decode_metadata"],
+    ),
     ("vllm/v1/worker/cpu_model_runner.py", "CPUModelRunner", "load_model", ["self"]),
-    ("vllm/v1/engine/input_processor.py", "InputProcessor", "process_inputs",
-     ["self", "request_id", "prompt", "params"]),
-    ("vllm/v1/core/kv_cache_utils.py", None, "generate_block_hash_extra_keys",
-     ["request", "start_token_idx", "end_token_idx", "start_mm_idx"]),
+    (
+        "vllm/v1/engine/input_processor.py",
+        "InputProcessor",
+        "process_inputs",
+        ["self", "request_id", "prompt", "params"],
+    ),
+    (
+        "vllm/v1/core/kv_cache_utils.py",
+        None,
+        "generate_block_hash_extra_keys",
+        ["request", "start_token_idx", "end_token_idx", "start_mm_idx"],
+    ),
     ("vllm/config/vllm.py", "VllmConfig", "compute_hash", ["self"]),
-    ("vllm/v1/worker/gpu/model_runner.py", "GPUModelRunner", "add_requests",
-     ["self", "scheduler_output"]),
-]  # fmt: skip
+    (
+        "vllm/v1/worker/gpu/model_runner.py",
+        "GPUModelRunner",
+        "add_requests",
+        ["self", "scheduler_output"],
+    ),
+]
 # Attributes of the runner / batch the plugin reads, with a file that must assign them.
 ATTRIBUTES = [
     ("vllm/v1/worker/gpu_model_runner.py", "self.max_num_reqs ="),
@@ -85,8 +109,21 @@ def gpu_wheel() -> Path:
     folder = cache_dir() / "wheels"
     found = sorted(folder.glob(f"vllm-{GPU_RELEASE}-*.whl"))
     if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                        str(folder), f"vllm=={GPU_RELEASE}"], check=True, timeout=900)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(folder),
+                f"vllm=={GPU_RELEASE}",
+            ],
+            check=True,
+            timeout=900,
+        )
         found = sorted(folder.glob(f"vllm-{GPU_RELEASE}-*.whl"))
     assert found, f"pip download of vllm=={GPU_RELEASE} produced no wheel"
     return found[0]
@@ -100,9 +137,10 @@ def test_gpu_release_has_the_hooked_methods(gpu_wheel):
 
 
 def test_version_parsing():
-    assert [compat.is_supported(v) for v in ("0.28.0", "0.32.0+cpu", "0.33.2", "0.27.9",
-                                              "0.34.0", "1.0.0", "garbage")] == [
-        True, True, True, False, False, False, False]  # fmt: skip
+    assert [
+        compat.is_supported(v)
+        for v in ("0.28.0", "0.32.0+cpu", "0.33.2", "0.27.9", "0.34.0", "1.0.0", "garbage")
+    ] == [True, True, True, False, False, False, False]
 
 
 REFUSAL_SCRIPT = r"""
@@ -122,7 +160,8 @@ if result.get("registered"):
     from vllm.v1.engine.input_processor import InputProcessor
     try:
         front_end = type("FrontEnd", (), {"vllm_config": None})()
-        InputProcessor.process_inputs(front_end, "r", "p", SamplingParams(extra_args={"mixinputs_beta": 1}))
+        params = SamplingParams(extra_args={"mixinputs_beta": 1})
+        InputProcessor.process_inputs(front_end, "r", "p", params)
     except ValueError as e:
         result["request_error"] = str(e)
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
@@ -134,8 +173,13 @@ print("RESULT:" + json.dumps(result))
 def _run_refusal(env_extra):
     pytest.importorskip("vllm")
     env = {k: v for k, v in os.environ.items() if k != "MIXINPUTS_BETA"}
-    out = subprocess.run([sys.executable, "-c", REFUSAL_SCRIPT], capture_output=True, text=True,
-                         env={**env, **env_extra}, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", REFUSAL_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**env, **env_extra},
+        timeout=300,
+    )
     lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT:")]
     assert lines, out.stderr[-3000:]
     return json.loads(lines[0][7:]), out.stderr
@@ -155,10 +199,13 @@ def test_unsupported_version_with_mixinputs_beta_stops_the_engine_start():
 
 def test_malformed_environment_is_a_clear_error_at_engine_start():
     pytest.importorskip("vllm")
-    script = ("import mixinputs.vllm_plugin as p\n"
-              "try:\n    p.register()\nexcept ValueError as e:\n    print('ERR:' + str(e))\n")  # fmt: skip
+    script = (
+        "import mixinputs.vllm_plugin as p\n"
+        "try:\n    p.register()\nexcept ValueError as e:\n    print('ERR:' + str(e))\n"
+    )
     for value, needle in (("abc", "is not a number"), ("-3", "is out of range")):
         env = {**os.environ, "MIXINPUTS_BETA": value}
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             env=env, timeout=300)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
         assert f"MIXINPUTS_BETA='{value}' {needle}" in out.stdout, out.stderr[-2000:]

@@ -59,10 +59,12 @@ def generate(llm, prompts, params):
 def no_plugin_reference():
     """The same batch on vLLM without the plugin (VLLM_PLUGINS names no plugin)."""
     requests = [{"prompt": p, "params": {"max_tokens": 24, "temperature": 0.0}} for p in PROMPTS]
-    requests.append({"prompt": PROMPTS[1], "params": {"max_tokens": 24, "temperature": 0.8,
-                                                       "seed": 7}})  # fmt: skip
-    return run_engine_subprocess(requests, env={"VLLM_PLUGINS": "none-at-all"},
-                                 engine={"max_num_batched_tokens": 256})  # fmt: skip
+    requests.append(
+        {"prompt": PROMPTS[1], "params": {"max_tokens": 24, "temperature": 0.8, "seed": 7}}
+    )
+    return run_engine_subprocess(
+        requests, env={"VLLM_PLUGINS": "none-at-all"}, engine={"max_num_batched_tokens": 256}
+    )
 
 
 def test_standard_requests_equal_vllm_without_the_plugin(llm, no_plugin_reference):
@@ -105,10 +107,12 @@ def _check_fed_mixtures(records, weight):
     checked = 0
     for rec in records:
         betas = rec["beta"]
-        expected = mix_embeddings(rec["prior"], rec["sampled"], weight, betas, mode=rec["direct"],
-                                  top_k=20)  # fmt: skip
-        torch.testing.assert_close(rec["mixed"].float(), expected.to(rec["mixed"].dtype).float(),
-                                   rtol=2**-7, atol=1e-6)  # fmt: skip
+        expected = mix_embeddings(
+            rec["prior"], rec["sampled"], weight, betas, mode=rec["direct"], top_k=20
+        )
+        torch.testing.assert_close(
+            rec["mixed"].float(), expected.to(rec["mixed"].dtype).float(), rtol=2**-7, atol=1e-6
+        )
         checked += len(betas)
     return checked
 
@@ -183,8 +187,9 @@ def test_prefix_cache_never_serves_mixed_kv_to_standard_requests(llm, block_size
 
 def test_seeded_sampling_is_reproducible(llm):
     def run(seed):
-        params = SamplingParams(max_tokens=24, temperature=0.9, top_p=0.95, seed=seed,
-                                extra_args=MOI)  # fmt: skip
+        params = SamplingParams(
+            max_tokens=24, temperature=0.9, top_p=0.95, seed=seed, extra_args=MOI
+        )
         return texts(generate(llm, PROMPTS[:2], [params, params]))
 
     a, b, c = run(11), run(11), run(12)
@@ -194,8 +199,9 @@ def test_seeded_sampling_is_reproducible(llm):
 
 def test_sampling_prior_mixes_the_distribution_the_token_was_drawn_from(llm):
     prior = {"mixinputs_beta": 0.5, "mixinputs_prior": "sampling"}
-    params = SamplingParams(max_tokens=12, temperature=0.5, top_k=3, seed=3, ignore_eos=True,
-                            extra_args=prior)  # fmt: skip
+    params = SamplingParams(
+        max_tokens=12, temperature=0.5, top_k=3, seed=3, ignore_eos=True, extra_args=prior
+    )
     _, records = trace(llm, lambda: generate(llm, PROMPTS[:2], [params] * 2))
     weight = embedding_weight(llm)
     checked = 0
@@ -205,12 +211,19 @@ def test_sampling_prior_mixes_the_distribution_the_token_was_drawn_from(llm):
         allowed = scaled.masked_fill(scaled < third, float("-inf"))  # vLLM keeps ties at the k-th
         assert (allowed.argmax(-1) == scaled.argmax(-1)).all()
         expected = mix_embeddings(allowed, rec["sampled"], weight, rec["beta"], top_k=20)
-        torch.testing.assert_close(rec["mixed"].float(), expected.to(rec["mixed"].dtype).float(),
-                                   rtol=2**-7, atol=1e-6)  # fmt: skip
+        torch.testing.assert_close(
+            rec["mixed"].float(), expected.to(rec["mixed"].dtype).float(), rtol=2**-7, atol=1e-6
+        )
         checked += len(rec["sampled"])
     assert checked == 2 * 12
-    raw = SamplingParams(max_tokens=12, temperature=0.5, top_k=3, seed=3, ignore_eos=True,
-                         extra_args={**prior, "mixinputs_prior": "raw"})  # fmt: skip
+    raw = SamplingParams(
+        max_tokens=12,
+        temperature=0.5,
+        top_k=3,
+        seed=3,
+        ignore_eos=True,
+        extra_args={**prior, "mixinputs_prior": "raw"},
+    )
     sampled_texts = texts(generate(llm, PROMPTS[:2], [params] * 2))
     assert texts(generate(llm, PROMPTS[:2], [raw] * 2)) != sampled_texts
 
@@ -221,8 +234,12 @@ def test_n_greater_than_one_and_structured_output(llm):
     assert len(out.outputs) == 3 and len({c.text for c in out.outputs}) > 1
     from vllm.sampling_params import StructuredOutputsParams
 
-    choice = SamplingParams(max_tokens=8, temperature=0.0, extra_args=MOI,
-                            structured_outputs=StructuredOutputsParams(choice=["yes", "no"]))  # fmt: skip
+    choice = SamplingParams(
+        max_tokens=8,
+        temperature=0.0,
+        extra_args=MOI,
+        structured_outputs=StructuredOutputsParams(choice=["yes", "no"]),
+    )
     (answer,) = generate(llm, ["Is the sky blue? Answer yes or no:"], [choice])
     assert answer.outputs[0].text in ("yes", "no")
 
@@ -240,8 +257,10 @@ def test_abort_mid_flight_frees_state_and_keeps_others(llm):
             if o.finished:
                 finished[o.request_id] = o
     assert set(finished) == {"abort-1", "abort-2"}
-    assert all(len(o.outputs[0].token_ids) == 40 or o.outputs[0].finish_reason == "stop"
-               for o in finished.values())  # fmt: skip
+    assert all(
+        len(o.outputs[0].token_ids) == 40 or o.outputs[0].finish_reason == "stop"
+        for o in finished.values()
+    )
     state = summary(llm)
     assert state["alive"] == 0 and state["slots_used"] == 0 and state["requests"] == 0
 
@@ -270,7 +289,33 @@ def test_environment_default_matches_per_request(llm):
     """MIXINPUTS_BETA makes MoI the default; a request opts out with mixinputs_mode='off'."""
     requests = [{"prompt": p, "params": {"max_tokens": 24, "temperature": 0.0}} for p in PROMPTS]
     requests[0]["params"]["extra_args"] = {"mixinputs_mode": "off"}
-    out = run_engine_subprocess(requests, env={"MIXINPUTS_BETA": "1.0"},
-                                engine={"max_num_batched_tokens": 256})  # fmt: skip
+    out = run_engine_subprocess(
+        requests, env={"MIXINPUTS_BETA": "1.0"}, engine={"max_num_batched_tokens": 256}
+    )
     here = generate(llm, PROMPTS, [greedy(), greedy(MOI), greedy(MOI), greedy(MOI)])
     assert [r["token_ids"] for r in out] == token_ids(here)
+
+
+def test_transformers_path_agrees_with_the_engine(llm):
+    """The first decode steps of `mixinputs.hf` feed what the vLLM plugin feeds."""
+    transformers = pytest.importorskip("transformers")
+    from mixinputs.hf import enable_moi
+    from tests.vllm_support import model_path
+
+    out, records = trace(
+        llm, lambda: generate(llm, [PROMPTS[3]], [greedy(MOI, 4, ignore_eos=True)])
+    )
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_path(), dtype=torch.float32)
+    ids = torch.tensor([out[0].prompt_token_ids])
+    fed = []
+    with enable_moi(model, beta=1.0):
+        hook = model.get_input_embeddings().register_forward_hook(
+            lambda m, a, o: fed.append(o.detach().clone())
+        )
+        hf_out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=2)
+        hook.remove()
+    hf_tokens = hf_out[0, ids.shape[1] :].tolist()
+    assert hf_tokens[:3] == list(out[0].outputs[0].token_ids)[:3]
+    for step in range(3):  # fed[0] is the prompt; fed[step + 1] the mixture after token `step`
+        engine_mix = records[step]["mixed"][0].float()
+        torch.testing.assert_close(fed[step + 1][0, 0], engine_mix, rtol=0.05, atol=0.01)

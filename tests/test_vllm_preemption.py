@@ -13,22 +13,39 @@ from vllm import SamplingParams  # noqa: E402
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 PROMPTS = [f"Story {i}: Once upon a time, in a village by the river, there lived" for i in range(6)]
-EXTRAS = [{"mixinputs_beta": 1.0}, {"mixinputs_beta": 0.5}, None,
-          {"mixinputs_beta": 2.0}, {"mixinputs_mode": "direct"}, None]  # fmt: skip
+EXTRAS = [
+    {"mixinputs_beta": 1.0},
+    {"mixinputs_beta": 0.5},
+    None,
+    {"mixinputs_beta": 2.0},
+    {"mixinputs_mode": "direct"},
+    None,
+]
 MAX_TOKENS = 160
 ENGINE = {"max_model_len": 512, "max_num_seqs": 6, "max_num_batched_tokens": 512}
 
 
 def params():
-    return [SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, extra_args=e)
-            for e in EXTRAS]  # fmt: skip
+    return [
+        SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, extra_args=e)
+        for e in EXTRAS
+    ]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted():
-    requests = [{"prompt": p, "params": {"max_tokens": MAX_TOKENS, "temperature": 0.0,
-                                          "ignore_eos": True, "extra_args": e}}
-                for p, e in zip(PROMPTS, EXTRAS, strict=True)]  # fmt: skip
+    requests = [
+        {
+            "prompt": p,
+            "params": {
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0.0,
+                "ignore_eos": True,
+                "extra_args": e,
+            },
+        }
+        for p, e in zip(PROMPTS, EXTRAS, strict=True)
+    ]
     return [r["token_ids"] for r in run_engine_subprocess(requests, env={}, engine=ENGINE)]
 
 

@@ -20,8 +20,14 @@ def client(tmp_path_factory):
 
 def complete(api, xargs=None, **kw):
     extra = {"vllm_xargs": xargs} if xargs is not None else None
-    return api.completions.create(model="smol", prompt="The capital of France is",
-                                  max_tokens=24, temperature=0.0, extra_body=extra, **kw)  # fmt: skip
+    return api.completions.create(
+        model="smol",
+        prompt="The capital of France is",
+        max_tokens=24,
+        temperature=0.0,
+        extra_body=extra,
+        **kw,
+    )
 
 
 def test_completions_per_request(client):
@@ -35,19 +41,29 @@ def test_completions_per_request(client):
 def test_chat_streaming_and_non_streaming_agree(client):
     messages = [{"role": "user", "content": "Name three colours."}]
     body = {"vllm_xargs": {"mixinputs_beta": 1.0}}
-    full = client.chat.completions.create(model="smol", messages=messages, max_tokens=24,
-                                          temperature=0.0, extra_body=body)  # fmt: skip
-    stream = client.chat.completions.create(model="smol", messages=messages, max_tokens=24,
-                                            temperature=0.0, extra_body=body, stream=True)  # fmt: skip
+    full = client.chat.completions.create(
+        model="smol", messages=messages, max_tokens=24, temperature=0.0, extra_body=body
+    )
+    stream = client.chat.completions.create(
+        model="smol",
+        messages=messages,
+        max_tokens=24,
+        temperature=0.0,
+        extra_body=body,
+        stream=True,
+    )
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert streamed == full.choices[0].message.content
 
 
-@pytest.mark.parametrize("xargs, key", [
-    ({"mixinputs_beta": -2}, "mixinputs_beta"),
-    ({"mixinputs_mode": "mixture"}, "mixinputs_mode"),
-    ({"mixinputs_top_k": 100000}, "mixinputs_top_k"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "xargs, key",
+    [
+        ({"mixinputs_beta": -2}, "mixinputs_beta"),
+        ({"mixinputs_mode": "mixture"}, "mixinputs_mode"),
+        ({"mixinputs_top_k": 100000}, "mixinputs_top_k"),
+    ],
+)
 def test_bad_values_are_http_400_and_the_server_keeps_answering(client, xargs, key):
     with pytest.raises(openai.BadRequestError) as err:
         complete(client, xargs)

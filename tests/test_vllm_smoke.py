@@ -26,8 +26,12 @@ from mixinputs import mix_embeddings  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.version_smoke]
 
-PROMPTS = ["The capital of France is", "Write a short poem about the sea:",
-           "1, 2, 3, 4,", "Question: what is 17 + 25? Answer:"]  # fmt: skip
+PROMPTS = [
+    "The capital of France is",
+    "Write a short poem about the sea:",
+    "1, 2, 3, 4,",
+    "Question: what is 17 + 25? Answer:",
+]
 
 
 def greedy(extra=None, n=16):
@@ -46,27 +50,30 @@ def test_version_is_supported():
 
 
 def test_exactness(llm):
-    params = [greedy({"mixinputs_beta": b}) for b in (0.5, 1.0, 2.0)] + [greedy(
-        {"mixinputs_mode": "direct"})]  # fmt: skip
+    params = [greedy({"mixinputs_beta": b}) for b in (0.5, 1.0, 2.0)] + [
+        greedy({"mixinputs_mode": "direct"})
+    ]
     _, records = trace(llm, lambda: llm.generate(PROMPTS, params, use_tqdm=False))
     weight = embedding_weight(llm)
     rows = 0
     for rec in records:
-        want = mix_embeddings(rec["prior"], rec["sampled"], weight, rec["beta"],
-                              mode=rec["direct"], top_k=20)  # fmt: skip
-        torch.testing.assert_close(rec["mixed"].float(), want.to(rec["mixed"].dtype).float(),
-                                   rtol=2**-7, atol=1e-6)  # fmt: skip
+        want = mix_embeddings(
+            rec["prior"], rec["sampled"], weight, rec["beta"], mode=rec["direct"], top_k=20
+        )
+        torch.testing.assert_close(
+            rec["mixed"].float(), want.to(rec["mixed"].dtype).float(), rtol=2**-7, atol=1e-6
+        )
         rows += len(rec["sampled"])
     assert rows == 4 * 16
 
 
 def test_isolation(llm):
     standard = token_ids(llm.generate(PROMPTS, [greedy()] * 4, use_tqdm=False))
-    inf = token_ids(llm.generate(PROMPTS, [greedy({"mixinputs_beta": "inf"})] * 4,
-                                 use_tqdm=False))  # fmt: skip
+    inf = token_ids(llm.generate(PROMPTS, [greedy({"mixinputs_beta": "inf"})] * 4, use_tqdm=False))
     moi = {"mixinputs_beta": 0.5}
-    mixed = token_ids(llm.generate(PROMPTS, [greedy(), greedy(moi), greedy(), greedy(moi)],
-                                   use_tqdm=False))  # fmt: skip
+    mixed = token_ids(
+        llm.generate(PROMPTS, [greedy(), greedy(moi), greedy(), greedy(moi)], use_tqdm=False)
+    )
     all_moi = token_ids(llm.generate(PROMPTS, [greedy(moi)] * 4, use_tqdm=False))
     assert inf == standard
     assert mixed[0] == standard[0] and mixed[2] == standard[2]
@@ -79,9 +86,15 @@ def test_server(tmp_path):
     import openai
 
     with openai_server(tmp_path / "server.log") as api:
+
         def complete(xargs):
-            return api.completions.create(model="smol", prompt=PROMPTS[0], max_tokens=16,
-                                          temperature=0.0, extra_body={"vllm_xargs": xargs})  # fmt: skip
+            return api.completions.create(
+                model="smol",
+                prompt=PROMPTS[0],
+                max_tokens=16,
+                temperature=0.0,
+                extra_body={"vllm_xargs": xargs},
+            )
 
         assert complete({"mixinputs_beta": 1.0}).choices[0].text
         with pytest.raises(openai.BadRequestError):

@@ -99,16 +99,24 @@ def embedding_weight(llm):
 
 
 # -- engines in another process (other environment: no plugin, MIXINPUTS_BETA, ...) -------------
-def run_engine_subprocess(requests: list[dict], env: dict[str, str], engine: dict | None = None,
-                          timeout: int = 600) -> list[dict]:  # fmt: skip
+def run_engine_subprocess(
+    requests: list[dict], env: dict[str, str], engine: dict | None = None, timeout: int = 600
+) -> list[dict]:
     """Start an engine in a fresh process with ``env``; run ``requests`` as one batch."""
-    spec = {"model": model_path(), "engine": {**ENGINE_DEFAULTS, **(engine or {})},
-            "requests": requests}  # fmt: skip
+    spec = {
+        "model": model_path(),
+        "engine": {**ENGINE_DEFAULTS, **(engine or {})},
+        "requests": requests,
+    }
     full_env = {**os.environ, **env}
     proc = subprocess.run(
-        [sys.executable, str(HERE / "engine_script.py")], input=json.dumps(spec), text=True,
-        capture_output=True, env=full_env, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, str(HERE / "engine_script.py")],
+        input=json.dumps(spec),
+        text=True,
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"engine subprocess failed:\n{proc.stderr[-4000:]}")
     lines = [x for x in proc.stdout.splitlines() if x.startswith("ENGINE-RESULT:")]
@@ -130,10 +138,29 @@ def openai_server(log_path: Path, *extra_args: str, timeout: float = 400):
     import openai
 
     port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path(),
-           "--served-model-name", "smol", "--host", "127.0.0.1", "--port", str(port),
-           "--gpu-memory-utilization", "0.3", "--max-model-len", "1024", "--max-num-seqs", "8",
-           "--enforce-eager", "--seed", "0", *extra_args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path(),
+        "--served-model-name",
+        "smol",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--gpu-memory-utilization",
+        "0.3",
+        "--max-model-len",
+        "1024",
+        "--max-num-seqs",
+        "8",
+        "--enforce-eager",
+        "--seed",
+        "0",
+        *extra_args,
+    ]
     with open(log_path, "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
     api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)

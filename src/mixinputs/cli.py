@@ -48,6 +48,114 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _cmd_eval_run(args: argparse.Namespace) -> int:
+    from mixinputs.backends import load_backend
+    from mixinputs.eval import runner
+    from mixinputs.eval.tasks import get_task
+
+    tasks = [get_task(name) for name in args.task.split(",")]  # unknown names fail before loading
+    if args.grid:
+        betas, temps, top_ps = runner.PAPER_BETAS, runner.PAPER_TEMPERATURES, runner.PAPER_TOP_PS
+    else:
+        betas, temps, top_ps = args.beta, args.temperature, args.top_p
+    configs = runner.plan_configs(betas, temps, top_ps, direct=args.direct)
+    out = Path(args.out)
+    backend = load_backend(args.backend, args.model)
+    for task in tasks:
+        added = runner.run_task(
+            task,
+            backend,
+            out,
+            configs=configs,
+            seeds=args.seeds,
+            limit=args.limit,
+            data=args.data,
+            max_tokens=args.max_tokens,
+            chat_template=not args.no_chat_template,
+            batch_size=args.batch_size,
+        )
+        print(f"{task.name}: {added} new samples -> {out}")
+    return _report(out, out.with_suffix(".md"), out.with_suffix(".png"))
+
+
+def _report(records_path: Path, md_path: Path | None, png_path: Path | None) -> int:
+    from mixinputs.eval import report, runner
+
+    records = runner.read_records(records_path)
+    if not records:
+        print(f"error: no records in {records_path}", file=sys.stderr)
+        return 1
+    text = report.markdown(records)
+    print(text)
+    if md_path is not None:
+        md_path.write_text(text)
+        print(f"table: {md_path}")
+    if png_path is not None:
+        print(f"plot: {report.plot(records, png_path)}")
+    return 0
+
+
+def _cmd_eval_rescore(args: argparse.Namespace) -> int:
+    from mixinputs.eval import runner
+
+    total, changed = runner.rescore(args.file)
+    print(f"rescored {total} records in {args.file}; {changed} changed verdict")
+    path = Path(args.file)
+    return _report(path, path.with_suffix(".md"), None)
+
+
+def _cmd_eval_report(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    return _report(path, path.with_suffix(".md"), Path(args.plot) if args.plot else None)
+
+
+def _add_eval(sub) -> None:
+    from mixinputs.eval.tasks import TASKS
+
+    ev = sub.add_parser("eval", help="accuracy of standard decoding vs MoI (run, rescore, report)")
+    ev_sub = ev.add_subparsers(dest="eval_command", required=True)
+    run = ev_sub.add_parser("run", help="generate, score and report (the default)")
+    run.add_argument("--task", required=True, help=f"comma-separated: {', '.join(TASKS)}")
+    run.add_argument("--model", default=None, help="default: the embedded model")
+    run.add_argument("--backend", choices=("vllm", "hf"), default="vllm")
+    run.add_argument("--limit", type=int, default=None, help="first N items per task")
+    run.add_argument("--seeds", type=_ints, default=[0], help="comma-separated, e.g. 0,1,2")
+    run.add_argument("--beta", type=_floats, default=[1.0], help="MoI betas, e.g. 0.5,1,2")
+    run.add_argument("--temperature", type=_floats, default=[0.6])
+    run.add_argument("--top-p", type=_floats, default=[0.95])
+    run.add_argument(
+        "--grid",
+        action="store_true",
+        help="the paper's grid: beta {1/4..8} x T {0.6,0.8,1.0} x top-p {0.4..0.95}",
+    )
+    run.add_argument("--direct", action="store_true", help="also run direct mixture")
+    run.add_argument("--max-tokens", type=int, default=2048)
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--data", default=None, help="task data file (GPQA, other AIME years, ...)")
+    run.add_argument("--no-chat-template", action="store_true")
+    run.add_argument(
+        "--out",
+        default="runs/eval.jsonl",
+        help="JSONL of samples (resumed if it exists); .md and .png beside it",
+    )
+    run.set_defaults(func=_cmd_eval_run)
+    rescore = ev_sub.add_parser("rescore", help="score saved completions with current scorers")
+    rescore.add_argument("file")
+    rescore.set_defaults(func=_cmd_eval_rescore)
+    rep = ev_sub.add_parser("report", help="tables (and a plot) from a JSONL of samples")
+    rep.add_argument("file")
+    rep.add_argument("--plot", default=None, help="PNG path for accuracy vs beta")
+    rep.set_defaults(func=_cmd_eval_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixinputs", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -81,10 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--beta", type=float, default=1.0)
     demo.add_argument("--max-tokens", type=int, default=64)
     demo.set_defaults(func=_cmd_demo)
+
+    _add_eval(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `mixinputs eval --task ...` means `mixinputs eval run --task ...`.
+    if argv[:1] == ["eval"] and (
+        len(argv) == 1 or argv[1] not in ("run", "rescore", "report", "-h", "--help")
+    ):
+        argv.insert(1, "run")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

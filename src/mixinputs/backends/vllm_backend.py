@@ -12,9 +12,15 @@ from mixinputs.config import STANDARD_REQUEST
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model: str, *, max_model_len: int = 4096,
-                 gpu_memory_utilization: float | None = None, enforce_eager: bool | None = None,
-                 **engine_kwargs):  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float | None = None,
+        enforce_eager: bool | None = None,
+        **engine_kwargs,
+    ):
         import torch
         from vllm import LLM
 

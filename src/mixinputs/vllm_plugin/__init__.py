@@ -66,8 +66,7 @@ def register() -> None:
     model_runner.apply(settings)
     model_runner_v2.apply(settings)
     _registered = True
-    logger.debug("mixinputs: plugin registered on vLLM %s (default: %s)", version,
-                 settings.default)  # fmt: skip
+    logger.debug("mixinputs: plugin registered on vLLM %s (default: %s)", version, settings.default)
 
 
 def _refuse_moi_requests(settings, reason: str) -> None:

@@ -25,13 +25,15 @@ class MixedInputEmbedding(nn.Module):
         weight = base.weight
         hidden = weight.shape[1]
         self.register_buffer(
-            "table", torch.zeros(num_rows, hidden, dtype=weight.dtype, device=weight.device),
+            "table",
+            torch.zeros(num_rows, hidden, dtype=weight.dtype, device=weight.device),
             persistent=False,
-        )  # fmt: skip
+        )
         self.register_buffer(
-            "token_row", torch.full((max_num_tokens,), -1, dtype=torch.int64, device=weight.device),
+            "token_row",
+            torch.full((max_num_tokens,), -1, dtype=torch.int64, device=weight.device),
             persistent=False,
-        )  # fmt: skip
+        )
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         out = self.base(input_ids)  # [n, D]

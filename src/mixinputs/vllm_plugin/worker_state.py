@@ -119,8 +119,10 @@ class MoIWorkerState:
     # ------------------------------------------------------------------ request bookkeeping
     def _staging(self, pin: bool):
         shape = (self.num_slots, self.width)
-        return (torch.zeros(shape, dtype=torch.int32).pin_memory(),
-                torch.zeros(shape, dtype=torch.float32).pin_memory())  # fmt: skip
+        return (
+            torch.zeros(shape, dtype=torch.int32).pin_memory(),
+            torch.zeros(shape, dtype=torch.float32).pin_memory(),
+        )
 
     def state_of(self, req_id: str) -> RequestMoI | None:
         if req_id in self.requests:
@@ -245,15 +247,18 @@ class MoIWorkerState:
         if any(c.prior == "sampling" for c in configs):
             params = [self.runner.requests[r].sampling_params for r in self._req_ids(rows)]
             sampling = torch.tensor([c.prior == "sampling" for c in configs]).to(dev)
-            sampler_top_k = torch.tensor([p.top_k if p.top_k and p.top_k > 0 else 0
-                                          for p in params]).to(dev)  # fmt: skip
+            sampler_top_k = torch.tensor(
+                [p.top_k if p.top_k and p.top_k > 0 else 0 for p in params]
+            ).to(dev)
             sampler_top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(dev)
             greedy = [p.temperature < 1e-5 for p in params]
         else:
             greedy = [False] * len(rows)
         # A greedy row's sampling distribution is a point mass on y: beta = inf feeds E[y].
-        beta = [float("inf") if (c.prior == "sampling" and g) else c.beta
-                for c, g in zip(configs, greedy, strict=True)]  # fmt: skip
+        beta = [
+            float("inf") if (c.prior == "sampling" and g) else c.beta
+            for c, g in zip(configs, greedy, strict=True)
+        ]
         for state, j in zip(states, js, strict=True):
             state.latest = j
         return SamplePlan(
@@ -281,8 +286,10 @@ class MoIWorkerState:
         self._drain(block=True)
         usable = [(t, s, j) for t, s, j in replays if j < s.hist_len]
         if len(usable) < len(replays):
-            logger.error("mixinputs: %d replayed tokens have no stored mixture; they use plain "
-                         "embeddings", len(replays) - len(usable))  # fmt: skip
+            logger.error(
+                "mixinputs: %d replayed tokens have no stored mixture; they use plain embeddings",
+                len(replays) - len(usable),
+            )
         if not usable:
             return
         if len(usable) > self.replay_capacity:
@@ -306,8 +313,11 @@ class MoIWorkerState:
         if plan is None:
             return original_sample(logits, spec_decode_metadata)
         if spec_decode_metadata is not None:
-            self._warn_once("spec", "mixinputs: speculative decoding is not supported with MoI; "
-                            "this step's MoI rows use plain embeddings")  # fmt: skip
+            self._warn_once(
+                "spec",
+                "mixinputs: speculative decoding is not supported with MoI; "
+                "this step's MoI rows use plain embeddings",
+            )
             return original_sample(logits, spec_decode_metadata)
         # 1. The raw (temperature-1) prior, copied: the sampler edits the logits in place.
         raw = logits.index_select(0, plan.rows)  # [M, V]
@@ -336,11 +346,17 @@ class MoIWorkerState:
         self.embed.table.index_copy_(0, plan.slots, mixed.to(self.embed.table.dtype))
         self._stage_history(plan, cands.ids, weights)
         if self.trace is not None:  # debugging / tests only (see `enable_trace`)
-            self.trace.append({
-                "req_ids": self._req_ids(plan.rows.tolist()), "js": list(plan.js),
-                "prior": prior.float().cpu(), "sampled": sampled.cpu(), "beta": plan.beta.cpu(),
-                "direct": plan.direct.cpu(), "mixed": self.embed.table[plan.slots].cpu(),
-            })  # fmt: skip
+            self.trace.append(
+                {
+                    "req_ids": self._req_ids(plan.rows.tolist()),
+                    "js": list(plan.js),
+                    "prior": prior.float().cpu(),
+                    "sampled": sampled.cpu(),
+                    "beta": plan.beta.cpu(),
+                    "direct": plan.direct.cpu(),
+                    "mixed": self.embed.table[plan.slots].cpu(),
+                }
+            )
         return output
 
     def record_processed(self, logits: torch.Tensor) -> None:
@@ -365,8 +381,15 @@ class MoIWorkerState:
         host_w[:m, :width].copy_(weights, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        self._pending.append((event, host_ids[:m, :width].numpy(), host_w[:m, :width].numpy(),
-                              plan.req_states, plan.js))  # fmt: skip
+        self._pending.append(
+            (
+                event,
+                host_ids[:m, :width].numpy(),
+                host_w[:m, :width].numpy(),
+                plan.req_states,
+                plan.js,
+            )
+        )
         self._drain(block=False)
 
     def _drain(self, block: bool, limit: int | None = None) -> None:

@@ -50,19 +50,25 @@ def install(runner: Any, settings: PluginSettings) -> None:
         logger.warning("mixinputs: MoI is off for this engine: %s", reason)
         return
     parent, attr, base = find_input_embedding(runner.get_model())
-    wrapper = MixedInputEmbedding(base, runner.max_num_reqs + runner.max_num_tokens,
-                                  runner.max_num_tokens)  # fmt: skip
+    wrapper = MixedInputEmbedding(
+        base, runner.max_num_reqs + runner.max_num_tokens, runner.max_num_tokens
+    )
     setattr(parent, attr, wrapper)
-    state = MoIWorkerState(runner, wrapper, settings.default, settings.max_top_k,
-                           runner.max_num_reqs)  # fmt: skip
+    state = MoIWorkerState(
+        runner, wrapper, settings.default, settings.max_top_k, runner.max_num_reqs
+    )
     runner._mixinputs = state
     _record_sampler_distribution(runner, state)
     table_mib = wrapper.table.numel() * wrapper.table.element_size() / 2**20
     logger.info(
         "mixinputs: MoI ready (embedding %s.%s, %d slot + %d replay rows, %.1f MiB; default %s)",
-        type(parent).__name__, attr, runner.max_num_reqs, runner.max_num_tokens, table_mib,
+        type(parent).__name__,
+        attr,
+        runner.max_num_reqs,
+        runner.max_num_tokens,
+        table_mib,
         settings.default or "standard decoding unless a request asks",
-    )  # fmt: skip
+    )
 
 
 def _record_sampler_distribution(runner: Any, state: MoIWorkerState) -> None:
@@ -128,9 +134,10 @@ def apply(settings: PluginSettings) -> None:
             if state is None or logits is None:
                 return original(self, logits, spec_decode_metadata, *args, **kwargs)
             return state.sample(
-                lambda lg, sd: original(self, lg, sd, *args, **kwargs), logits,
+                lambda lg, sd: original(self, lg, sd, *args, **kwargs),
+                logits,
                 spec_decode_metadata,
-            )  # fmt: skip
+            )
 
         return _sample
 

@@ -26,8 +26,11 @@ ENV = "VLLM_USE_V2_MODEL_RUNNER"
 def select_v1_runner() -> None:
     if os.environ.get(ENV) is None:
         os.environ[ENV] = "0"
-        logger.info("mixinputs: using vLLM's V1 model runner (MoI hooks it); set %s=1 to keep "
-                    "Model Runner V2 without MoI", ENV)  # fmt: skip
+        logger.info(
+            "mixinputs: using vLLM's V1 model runner (MoI hooks it); set %s=1 to keep "
+            "Model Runner V2 without MoI",
+            ENV,
+        )
 
 
 def uses_v2_runner(vllm_config: Any) -> bool:
@@ -45,8 +48,10 @@ def apply(settings: PluginSettings) -> None:
             for new in scheduler_output.scheduled_new_reqs:
                 params = getattr(new, "sampling_params", None)
                 try:
-                    moi = params is not None and MoIConfig.from_request(
-                        params.extra_args, settings.default) is not None  # fmt: skip
+                    moi = (
+                        params is not None
+                        and MoIConfig.from_request(params.extra_args, settings.default) is not None
+                    )
                 except MoIConfigError:
                     moi = True
                 if moi:

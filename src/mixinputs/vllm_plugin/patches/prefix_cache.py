@@ -22,8 +22,11 @@ from mixinputs.config import MoIConfig, MoIConfigError
 from mixinputs.vllm_plugin.patches import original_of
 from mixinputs.vllm_plugin.settings import PluginSettings
 
-_USERS = ("vllm.v1.core.kv_cache_utils", "vllm.v1.core.block_pool",
-          "vllm.v1.simple_kv_offload.manager")  # fmt: skip
+_USERS = (
+    "vllm.v1.core.kv_cache_utils",
+    "vllm.v1.core.block_pool",
+    "vllm.v1.simple_kv_offload.manager",
+)
 _UNSET = object()
 
 
@@ -42,9 +45,18 @@ def moi_cache_key(request: Any, default: MoIConfig | None) -> tuple | None:
         if config is not None:
             key = ("mixinputs", config.beta, config.mode, config.top_k, config.prior)
             if config.prior == "sampling":  # the mixture depends on the sampler's settings
-                key += tuple(getattr(params, n, None) for n in (
-                    "temperature", "top_p", "top_k", "min_p", "presence_penalty",
-                    "frequency_penalty", "repetition_penalty"))  # fmt: skip
+                key += tuple(
+                    getattr(params, n, None)
+                    for n in (
+                        "temperature",
+                        "top_p",
+                        "top_k",
+                        "min_p",
+                        "presence_penalty",
+                        "frequency_penalty",
+                        "repetition_penalty",
+                    )
+                )
             grammar = getattr(params, "structured_outputs", None) or getattr(
                 params, "guided_decoding", None
             )

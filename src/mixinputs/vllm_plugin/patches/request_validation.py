@@ -24,10 +24,14 @@ def _error_class() -> type[Exception]:
         return MoIConfigError
     if issubclass(VLLMValidationError, ValueError):
         return VLLMValidationError
-    return type("MoIRequestError", (VLLMValidationError, MoIConfigError), {
-        "__doc__": "A bad mixinputs_* request field (HTTP 400; also a ValueError).",
-        "__module__": __name__,
-    })  # fmt: skip
+    return type(
+        "MoIRequestError",
+        (VLLMValidationError, MoIConfigError),
+        {
+            "__doc__": "A bad mixinputs_* request field (HTTP 400; also a ValueError).",
+            "__module__": __name__,
+        },
+    )
 
 
 MoIRequestError = _error_class()
