@@ -278,3 +278,18 @@ def test_help_documents_the_rule_outside_topk():
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [64 * 200, 49152, 5003])
+def test_top_k_of_matches_torch_topk(gen, dtype, vocab):
+    from mixinputs.mixing import top_k_of
+
+    x = (torch.randn(9, vocab, generator=gen) * 4).to(dtype)
+    x[0, :] = float("-inf")  # a fully masked row keeps working
+    x[0, 7] = 1.0
+    values, ids = top_k_of(x, 20)
+    ref = torch.topk(x, 20)
+    assert torch.equal(values, ref.values)
+    assert torch.equal(x.gather(1, ids), values)  # ids point at those values
+    assert ids[0, 0].item() == 7

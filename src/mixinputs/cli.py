@@ -117,6 +117,40 @@ def _cmd_eval_report(args: argparse.Namespace) -> int:
     return _report(path, path.with_suffix(".md"), Path(args.plot) if args.plot else None)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mixinputs.bench import run_bench
+
+    run_bench(
+        args.backend.split(","),
+        args.model,
+        args.quick,
+        args.batch_sizes,
+        args.max_tokens,
+        args.rounds,
+        args.beta,
+        args.json,
+    )
+    return 0
+
+
+def _add_bench(sub) -> None:
+    bench = sub.add_parser("bench", help="MoI vs standard decoding throughput, side by side")
+    bench.add_argument("--quick", action="store_true", help="short run (< 3 min on a 2-core CPU)")
+    bench.add_argument("--backend", default="vllm,hf", help="comma-separated: vllm, hf")
+    bench.add_argument("--model", default=None, help="default: the embedded model")
+    bench.add_argument("--batch-sizes", type=_ints, default=None, help="default: 1,8,64")
+    bench.add_argument(
+        "--max-tokens",
+        type=_ints,
+        default=None,
+        help="output lengths, e.g. 128,2048 (default; --quick: 32)",
+    )
+    bench.add_argument("--rounds", type=int, default=None, help="A/B pairs (default 5; quick 2)")
+    bench.add_argument("--beta", type=float, default=1.0)
+    bench.add_argument("--json", default=None, help="write the results as one JSON object")
+    bench.set_defaults(func=_cmd_bench)
+
+
 def _add_eval(sub) -> None:
     from mixinputs.eval.tasks import TASKS
 
@@ -191,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     _add_eval(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -67,6 +67,7 @@ class SamplePlan:
     """What ``sample`` does this step, all decided on the host before the forward."""
 
     rows: torch.Tensor  # [M] long: rows of the logits (batch order) that mix
+    all_rows: bool  # rows == arange(num_reqs): every request of the batch mixes
     slots: torch.Tensor  # [M] long: their table rows
     beta: torch.Tensor  # [M] float32 (inf: exactly E[y])
     direct: torch.Tensor  # [M] bool
@@ -263,6 +264,7 @@ class MoIWorkerState:
             state.latest = j
         return SamplePlan(
             rows=torch.tensor(rows, dtype=torch.long).to(dev, non_blocking=True),
+            all_rows=rows == list(range(self.runner.input_batch.num_reqs)),
             slots=torch.tensor([s.slot for s in states], dtype=torch.long).to(
                 dev, non_blocking=True
             ),
@@ -319,8 +321,13 @@ class MoIWorkerState:
                 "this step's MoI rows use plain embeddings",
             )
             return original_sample(logits, spec_decode_metadata)
-        # 1. The raw (temperature-1) prior, copied: the sampler edits the logits in place.
-        raw = logits.index_select(0, plan.rows)  # [M, V]
+        # 1. The raw (temperature-1) prior. The sampler edits float32 logits in place, so those
+        #    are copied; other dtypes it converts to a new float32 tensor first, leaving these
+        #    untouched: when every row mixes they are used as they are, with no copy.
+        if plan.all_rows and logits.dtype != torch.float32:
+            raw = logits  # [M = num_reqs, V]
+        else:
+            raw = logits.index_select(0, plan.rows)  # [M, V]
         # 2. Sample as usual (the sampler records its own distribution for the sampling prior).
         self.capture_rows = plan.rows if plan.sampling is not None else None
         self.processed = None

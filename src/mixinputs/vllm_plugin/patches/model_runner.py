@@ -34,6 +34,14 @@ def unsupported_reason(vllm_config: Any) -> str | None:
     parallel = getattr(vllm_config, "parallel_config", None)
     if parallel is not None and getattr(parallel, "pipeline_parallel_size", 1) > 1:
         return "pipeline parallelism is on (the last stage samples, the first embeds)"
+    if parallel is not None and getattr(parallel, "tensor_parallel_size", 1) > 1:
+        # Tensor parallel works when every rank holds the full logits and samples the same
+        # tokens (all-gathered logits, vLLM's default): each rank then builds the same
+        # candidates and calls the vocab-parallel embedding (masked lookup + all-reduce) in step.
+        from vllm.platforms import current_platform
+
+        if not current_platform.use_all_gather():
+            return "tensor parallel on a platform that gathers logits to one rank only"
     model_config = getattr(vllm_config, "model_config", None)
     if model_config is not None and getattr(model_config, "enable_prompt_embeds", False):
         return "prompt embeddings are enabled (the runner then embeds only part of the batch)"
