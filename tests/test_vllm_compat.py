@@ -67,6 +67,8 @@ ATTRIBUTES = [
     ("vllm/v1/worker/gpu_input_batch.py", "self.num_prompt_tokens ="),
     ("vllm/v1/worker/gpu_input_batch.py", "self.num_tokens_no_spec ="),
     ("vllm/v1/sample/sampler.py", "self.topk_topp_sampler ="),
+    ("vllm/v1/worker/gpu_model_runner.py", "self.inputs_embeds = self._make_buffer("),
+    ("vllm/v1/worker/gpu_model_runner.py", "self.supports_mm_inputs ="),
     ("vllm/exceptions.py", "class VLLMValidationError"),
 ]
 

@@ -103,14 +103,13 @@ def bench_vllm(
 def _plugin_memory(worker) -> dict:
     state = worker.model_runner._mixinputs
     embed = state.embed
-    device_bytes = sum(t.numel() * t.element_size() for t in (embed.table, embed.token_row))
     return {
-        "device_bytes": device_bytes,
-        "table_rows": embed.table.shape[0],
-        "hidden": embed.table.shape[1],
-        "dtype": str(embed.table.dtype).removeprefix("torch."),
+        "device_bytes": embed.extra_bytes(),
+        "hidden": embed.slots.shape[1],
+        "dtype": str(embed.slots.dtype).removeprefix("torch."),
         "slot_rows": state.num_slots,
         "replay_rows": state.replay_capacity,
+        "replay_in_vllm_buffer": not embed.owns_replay,
         "host_history_bytes_per_token": state.width * 8,
     }
 

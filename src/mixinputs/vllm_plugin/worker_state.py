@@ -11,9 +11,9 @@
    (``mixinputs.mixing``) for the MoI rows and write them into their slots. No host sync: the host
    only learns which rows mix and where, which it knows before the step.
 
-Extra memory: the table has ``max_num_seqs`` slot rows plus ``max_num_batched_tokens`` replay rows
-of hidden size; per request the host keeps (K+1) ids and weights per output token (168 bytes at
-K = 20) for replays.
+Extra device memory: ``max_num_seqs`` slot rows of hidden size and a token map; the replay rows
+reuse vLLM's own ``inputs_embeds`` buffer, which text-only models leave unused. Per request the
+host keeps (K+1) ids and weights per output token (168 bytes at K = 20) for replays.
 """
 
 from __future__ import annotations
@@ -87,18 +87,17 @@ class MoIWorkerState:
         embed: MixedInputEmbedding,
         default: MoIConfig | None,
         max_top_k: int,
-        num_slots: int,
     ):
         self.runner = runner
         self.embed = embed
         self.default = default
         self.max_top_k = max_top_k
         self.width = max_top_k + 1
-        self.num_slots = num_slots
-        self.replay_capacity = embed.table.shape[0] - num_slots
-        self.device = embed.table.device
+        self.num_slots = embed.slots.shape[0]
+        self.replay_capacity = embed.replay.shape[0]
+        self.device = embed.slots.device
         self.requests: dict[str, RequestMoI | None] = {}  # None: decided, standard decoding
-        self.free_slots = list(range(num_slots - 1, -1, -1))
+        self.free_slots = list(range(self.num_slots - 1, -1, -1))
         self.slot_holders: set[str] = set()
         self.num_moi_alive = 0
         pin = self.device.type == "cuda"
@@ -303,10 +302,9 @@ class MoIWorkerState:
         w = torch.from_numpy(np.stack([s.hist_w[j] for _, s, j in usable]))
         ids = ids.to(self.device, dtype=torch.long)
         mixed = mix_rows(w.to(self.device), self.embed.base(ids))  # [n, D]
-        base = self.num_slots
-        self.embed.table[base : base + len(usable)] = mixed.to(self.embed.table.dtype)
+        self.embed.replay[: len(usable)] = mixed.to(self.embed.replay.dtype)
         for n, (t, _, _) in enumerate(usable):
-            self.token_row_np[t] = base + n
+            self.token_row_np[t] = self.num_slots + n
         self.num_replayed += len(usable)
 
     # ------------------------------------------------------------------ 2. sample and mix
@@ -350,7 +348,7 @@ class MoIWorkerState:
         # 4. Weights and the mixture, written into each request's slot for the next forward.
         weights = mixture_weights(scores, plan.beta, plan.direct)  # [M, K+1]
         mixed = mix_rows(weights, self.embed.base(cands.ids))  # [M, D]
-        self.embed.table.index_copy_(0, plan.slots, mixed.to(self.embed.table.dtype))
+        self.embed.slots.index_copy_(0, plan.slots, mixed.to(self.embed.slots.dtype))
         self._stage_history(plan, cands.ids, weights)
         if self.trace is not None:  # debugging / tests only (see `enable_trace`)
             self.trace.append(
@@ -361,7 +359,7 @@ class MoIWorkerState:
                     "sampled": sampled.cpu(),
                     "beta": plan.beta.cpu(),
                     "direct": plan.direct.cpu(),
-                    "mixed": self.embed.table[plan.slots].cpu(),
+                    "mixed": self.embed.slots[plan.slots].cpu(),
                 }
             )
         return output

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding, find_input_embedding
 from mixinputs.vllm_plugin.patches import wrap_method
 from mixinputs.vllm_plugin.settings import PluginSettings
@@ -58,25 +60,41 @@ def install(runner: Any, settings: PluginSettings) -> None:
         logger.warning("mixinputs: MoI is off for this engine: %s", reason)
         return
     parent, attr, base = find_input_embedding(runner.get_model())
-    wrapper = MixedInputEmbedding(
-        base, runner.max_num_reqs + runner.max_num_tokens, runner.max_num_tokens
-    )
+    replay = _unused_inputs_embeds(runner, base)
+    wrapper = MixedInputEmbedding(base, runner.max_num_reqs, runner.max_num_tokens, replay)
     setattr(parent, attr, wrapper)
-    state = MoIWorkerState(
-        runner, wrapper, settings.default, settings.max_top_k, runner.max_num_reqs
-    )
+    state = MoIWorkerState(runner, wrapper, settings.default, settings.max_top_k)
     runner._mixinputs = state
     _record_sampler_distribution(runner, state)
-    table_mib = wrapper.table.numel() * wrapper.table.element_size() / 2**20
+    where = "its own buffer" if wrapper.owns_replay else "vLLM's unused inputs_embeds buffer"
     logger.info(
-        "mixinputs: MoI ready (embedding %s.%s, %d slot + %d replay rows, %.1f MiB; default %s)",
+        "mixinputs: MoI ready (embedding %s.%s, %d slot rows, replay rows in %s; %.2f MiB "
+        "added; default: %s)",
         type(parent).__name__,
         attr,
         runner.max_num_reqs,
-        runner.max_num_tokens,
-        table_mib,
-        settings.default or "standard decoding unless a request asks",
+        where,
+        wrapper.extra_bytes() / 2**20,
+        settings.default or "standard unless a request asks",
     )
+
+
+def _unused_inputs_embeds(runner: Any, base: Any):
+    """vLLM's ``inputs_embeds`` device buffer [max_num_batched_tokens, D] when this runner never
+    uses it (a text-only model without prompt embeddings): replayed mixtures then cost nothing."""
+    if getattr(runner, "supports_mm_inputs", True) or getattr(runner, "enable_prompt_embeds", True):
+        return None
+    buffer = getattr(getattr(runner, "inputs_embeds", None), "gpu", None)
+    weight = base.weight
+    fits = (
+        isinstance(buffer, torch.Tensor)
+        and buffer.dim() == 2
+        and buffer.shape[0] >= runner.max_num_tokens
+        and buffer.shape[1] == weight.shape[1]
+        and buffer.dtype == weight.dtype
+        and buffer.device == weight.device
+    )
+    return buffer if fits else None
 
 
 def _record_sampler_distribution(runner: Any, state: MoIWorkerState) -> None:
