@@ -170,20 +170,23 @@ class EchoSolver:
         return out
 
 
+def run_countdown(out, backend=None, **kw):
+    """A Count Down run through ``runner.run_task`` with the test defaults."""
+    options = {
+        "configs": runner.plan_configs([1.0], [0.6], [0.95]),
+        "seeds": [0],
+        "limit": 3,
+        "progress": False,
+        **kw,
+    }
+    return runner.run_task(get_task("countdown"), backend or EchoSolver(), out, **options)
+
+
 def test_run_writes_records_and_resumes(tmp_path):
     out = tmp_path / "run.jsonl"
     configs = runner.plan_configs([0.5, 2.0], [0.6], [0.95])
     backend = EchoSolver()
-    added = runner.run_task(
-        get_task("countdown"),
-        backend,
-        out,
-        configs=configs,
-        seeds=[0, 1],
-        limit=5,
-        batch_size=2,
-        progress=False,
-    )
+    added = run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5, batch_size=2)
     assert added == 3 * 2 * 5
     records = runner.read_records(out)
     assert len(records) == 30
@@ -204,46 +207,18 @@ def test_run_writes_records_and_resumes(tmp_path):
     lines = out.read_text().splitlines()
     out.write_text("\n".join(lines[:-4]) + "\n" + lines[-4][:20])
     calls = backend.calls
-    added = runner.run_task(
-        get_task("countdown"),
-        backend,
-        out,
-        configs=configs,
-        seeds=[0, 1],
-        limit=5,
-        batch_size=2,
-        progress=False,
-    )
+    added = run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5, batch_size=2)
     assert added == 4 and backend.calls - calls <= 2
     keys = [(r["item_id"], r["config_key"], r["seed"]) for r in runner.read_records(out)]
     assert len(keys) == len(set(keys)) == 30
-    assert (
-        runner.run_task(
-            get_task("countdown"),
-            backend,
-            out,
-            configs=configs,
-            seeds=[0, 1],
-            limit=5,
-            progress=False,
-        )
-        == 0
-    )
+    assert run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5) == 0
 
 
 def test_report_statistics(tmp_path):
     from scipy.stats import binomtest
 
     out = tmp_path / "run.jsonl"
-    runner.run_task(
-        get_task("countdown"),
-        EchoSolver(),
-        out,
-        configs=runner.plan_configs([1.0], [0.6], [0.95]),
-        seeds=[0, 1],
-        limit=10,
-        progress=False,
-    )
+    run_countdown(out, seeds=[0, 1], limit=10)
     records = runner.read_records(out)
     accs = {a.config_key: a for a in report.accuracies(records)}
     moi, std = accs["moi|beta=1|T=0.6|top_p=0.95"], accs["standard|T=0.6|top_p=0.95"]
@@ -263,15 +238,7 @@ def test_report_statistics(tmp_path):
 
 def test_rescore_uses_current_scorers(tmp_path):
     out = tmp_path / "run.jsonl"
-    runner.run_task(
-        get_task("countdown"),
-        EchoSolver(),
-        out,
-        configs=runner.plan_configs([1.0], [0.6], [0.95]),
-        seeds=[0],
-        limit=3,
-        progress=False,
-    )
+    run_countdown(out)
     records = runner.read_records(out)
     for r in records:  # pretend an older scorer got every verdict wrong
         r["correct"] = not r["correct"]

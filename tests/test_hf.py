@@ -157,7 +157,8 @@ def test_handle_restores_the_model_exactly(model):
         enable_moi(model, beta=1.0)
     handle.disable()
     handle.disable()  # idempotent
-    assert "generate" not in model.__dict__ and "_get_logits_processor" not in model.__dict__
+    for attr in ("generate", "_get_logits_processor", "_mixinputs_handle"):
+        assert attr not in model.__dict__
     assert dict(emb._forward_hooks) == hooks_before
     assert torch.equal(model.generate(ids, **GREEDY), before)
     for k, v in model.state_dict().items():

@@ -58,6 +58,8 @@ class MoIHandle:
         if not self.enabled:
             return
         self._hook.remove()
+        if self.model.__dict__.get("_mixinputs_handle") is self:
+            del self.model.__dict__["_mixinputs_handle"]
         for name, value in self._saved.items():
             if value is _MISSING:
                 self.model.__dict__.pop(name, None)

@@ -26,24 +26,31 @@ class MixedInputEmbedding(nn.Module):
     ``token_row`` [max_num_batched_tokens]: -1 (plain), a slot, or ``num_slots + replay row``.
     """
 
-    def __init__(self, base: nn.Module, num_slots: int, max_num_tokens: int,
-                 replay: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        base: nn.Module,
+        num_slots: int,
+        max_num_tokens: int,
+        replay: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.base = base
         weight = base.weight
         hidden = weight.shape[1]
         self.register_buffer(
-            "slots", torch.zeros(num_slots, hidden, dtype=weight.dtype, device=weight.device),
+            "slots",
+            torch.zeros(num_slots, hidden, dtype=weight.dtype, device=weight.device),
             persistent=False,
-        )  # fmt: skip
+        )
         self.owns_replay = replay is None
         if replay is None:
             replay = torch.zeros(max_num_tokens, hidden, dtype=weight.dtype, device=weight.device)
         self.register_buffer("replay", replay, persistent=False)
         self.register_buffer(
-            "token_row", torch.full((max_num_tokens,), -1, dtype=torch.int64, device=weight.device),
+            "token_row",
+            torch.full((max_num_tokens,), -1, dtype=torch.int64, device=weight.device),
             persistent=False,
-        )  # fmt: skip
+        )
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         out = self.base(input_ids)  # [..., D]
