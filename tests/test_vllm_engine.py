@@ -9,6 +9,7 @@ from tests.vllm_support import (
     embedding_weight,
     require_vllm,
     run_engine_subprocess,
+    shutdown,
     start_llm,
     summary,
     texts,
@@ -42,7 +43,7 @@ def llm():
     # A small token budget makes long prompts go through chunked prefill.
     engine = start_llm(max_num_batched_tokens=256, enable_prefix_caching=True)
     yield engine
-    del engine
+    shutdown(engine)
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +304,7 @@ def test_transformers_path_agrees_with_the_engine(llm):
     from tests.vllm_support import model_path
 
     out, records = trace(
-        llm, lambda: generate(llm, [PROMPTS[3]], [greedy(MOI, 4, ignore_eos=True)])
+        llm, lambda: generate(llm, [PROMPTS[1]], [greedy(MOI, 4, ignore_eos=True)])
     )
     model = transformers.AutoModelForCausalLM.from_pretrained(model_path(), dtype=torch.float32)
     ids = torch.tensor([out[0].prompt_token_ids])
@@ -312,10 +313,21 @@ def test_transformers_path_agrees_with_the_engine(llm):
         hook = model.get_input_embeddings().register_forward_hook(
             lambda m, a, o: fed.append(o.detach().clone())
         )
-        hf_out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=2)
+        hf_out = model.generate(
+            ids, max_new_tokens=4, do_sample=False, pad_token_id=2, eos_token_id=None
+        )
         hook.remove()
     hf_tokens = hf_out[0, ids.shape[1] :].tolist()
     assert hf_tokens[:3] == list(out[0].outputs[0].token_ids)[:3]
     for step in range(3):  # fed[0] is the prompt; fed[step + 1] the mixture after token `step`
         engine_mix = records[step]["mixed"][0].float()
         torch.testing.assert_close(fed[step + 1][0, 0], engine_mix, rtol=0.05, atol=0.01)
+
+
+def test_compile_cache_key_differs_with_the_plugin(llm):
+    from vllm.config import VllmConfig
+
+    config = llm.llm_engine.vllm_config
+    original = VllmConfig.compute_hash.__mixinputs_original__
+    assert config.compute_hash() != original(config)
+    assert config.compute_hash() == config.compute_hash()  # still deterministic

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.vllm_support import require_vllm, run_engine_subprocess, start_llm, summary, token_ids
+from tests.vllm_support import (
+    require_vllm,
+    run_engine_subprocess,
+    shutdown,
+    start_llm,
+    summary,
+    token_ids,
+)
 
 vllm = require_vllm()
 from vllm import SamplingParams  # noqa: E402
@@ -56,6 +63,7 @@ def test_resumed_requests_equal_uninterrupted_ones(uninterrupted):
     assert need > 8, "the cache must be too small for the whole batch"
     out = token_ids(llm.generate(PROMPTS, params(), use_tqdm=False))
     state = summary(llm)
+    shutdown(llm)
     assert state["replayed"] > 0, "no request was preempted and resumed"
     assert state["alive"] == 0 and state["slots_used"] == 0
     for i, (got, want) in enumerate(zip(out, uninterrupted, strict=True)):

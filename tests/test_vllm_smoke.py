@@ -13,6 +13,7 @@ from tests.vllm_support import (
     embedding_weight,
     openai_server,
     require_vllm,
+    shutdown,
     start_llm,
     summary,
     token_ids,
@@ -40,7 +41,9 @@ def greedy(extra=None, n=16):
 
 @pytest.fixture(scope="module")
 def llm():
-    return start_llm(max_num_batched_tokens=256)
+    engine = start_llm(max_num_batched_tokens=256)
+    yield engine
+    shutdown(engine)
 
 
 def test_version_is_supported():

@@ -19,7 +19,9 @@ os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 HERE = Path(__file__).parent
 ENGINE_DEFAULTS = {
     "enforce_eager": True,
-    "gpu_memory_utilization": 0.3,
+    # On CPU this is the share of RAM the KV cache takes; a module engine and a reference engine
+    # in a subprocess must fit together on a 24 GiB machine.
+    "gpu_memory_utilization": 0.15,
     "max_model_len": 1024,
     "max_num_seqs": 8,
     "seed": 0,
@@ -40,6 +42,13 @@ def model_path() -> str:
 def start_llm(**overrides):
     vllm = require_vllm()
     return vllm.LLM(model=model_path(), **{**ENGINE_DEFAULTS, **overrides})
+
+
+def shutdown(llm) -> None:
+    """Stop an engine's processes now, so the next module's engine has the memory."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
 
 
 def texts(outputs) -> list[str]:
@@ -118,7 +127,10 @@ def run_engine_subprocess(
         timeout=timeout,
     )
     if proc.returncode != 0:
-        raise AssertionError(f"engine subprocess failed:\n{proc.stderr[-4000:]}")
+        causes = [x for x in proc.stderr.splitlines() if "Error" in x or "error" in x][:20]
+        raise AssertionError(
+            "engine subprocess failed:\n" + "\n".join(causes) + f"\n...\n{proc.stderr[-3000:]}"
+        )
     lines = [x for x in proc.stdout.splitlines() if x.startswith("ENGINE-RESULT:")]
     if not lines:
         raise AssertionError(f"engine subprocess printed no result:\n{proc.stdout[-4000:]}")
@@ -151,7 +163,7 @@ def openai_server(log_path: Path, *extra_args: str, timeout: float = 400):
         "--port",
         str(port),
         "--gpu-memory-utilization",
-        "0.3",
+        str(ENGINE_DEFAULTS["gpu_memory_utilization"]),
         "--max-model-len",
         "1024",
         "--max-num-seqs",
