@@ -252,26 +252,8 @@ def test_cli_end_to_end_on_the_embedded_model_hf(tmp_path):
     from mixinputs.cli import main
 
     out = tmp_path / "hf.jsonl"
-    assert (
-        main(
-            [
-                "eval",
-                "--task",
-                "countdown,gsm8k",
-                "--backend",
-                "hf",
-                "--limit",
-                "2",
-                "--max-tokens",
-                "12",
-                "--beta",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    argv = "eval --task countdown,gsm8k --backend hf --limit 2 --max-tokens 12 --beta 1 --out"
+    assert main([*argv.split(), str(out)]) == 0
     records = runner.read_records(out)
     assert len(records) == 2 * 2 * 2
     assert {r["backend"] for r in records} == {"hf"}
@@ -284,34 +266,12 @@ def test_cli_end_to_end_on_the_embedded_model_hf(tmp_path):
 @pytest.mark.vllm
 def test_cli_end_to_end_on_the_embedded_model_vllm(tmp_path):
     pytest.importorskip("vllm")
-    import os
-
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
     from mixinputs.cli import main
 
     out = tmp_path / "vllm.jsonl"
-    assert (
-        main(
-            [
-                "eval",
-                "--task",
-                "countdown",
-                "--backend",
-                "vllm",
-                "--limit",
-                "3",
-                "--seeds",
-                "0,1",
-                "--max-tokens",
-                "16",
-                "--beta",
-                "0.5,2",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    argv = "eval --task countdown --backend vllm --limit 3 --seeds 0,1 --max-tokens 16 "
+    argv += "--beta 0.5,2 --out"
+    assert main([*argv.split(), str(out)]) == 0
     records = runner.read_records(out)
     assert len(records) == 3 * 2 * 3
     moi = [r["completion"] for r in records if r["config"]["method"] == "moi"]
