@@ -293,3 +293,5 @@ def test_top_k_of_matches_torch_topk(gen, dtype, vocab):
     assert torch.equal(values, ref.values)
     assert torch.equal(x.gather(1, ids), values)  # ids point at those values
     assert ids[0, 0].item() == 7
+    sliced = x[:, 64:]  # a strided view (the engine may pass one)
+    assert torch.equal(top_k_of(sliced, 20)[0], torch.topk(sliced, 20).values)

@@ -102,7 +102,7 @@ def top_k_of(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     batch, vocab = logits.shape
     if logits.device.type != "cpu" or vocab % _BLOCK or vocab < 8 * _BLOCK * k:
         return torch.topk(logits, k, dim=-1)
-    blocks = logits.float().view(batch, vocab // _BLOCK, _BLOCK)  # CPU max-reductions: fp32
+    blocks = logits.float().reshape(batch, vocab // _BLOCK, _BLOCK)  # CPU max-reductions: fp32
     best_blocks = blocks.amax(dim=-1).topk(k, dim=-1).indices  # [B, k]
     inside = blocks.gather(1, best_blocks.unsqueeze(-1).expand(batch, k, _BLOCK))
     values, where = inside.reshape(batch, k * _BLOCK).topk(k, dim=-1)  # [B, k]

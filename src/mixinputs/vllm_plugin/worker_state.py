@@ -110,14 +110,14 @@ class MoIWorkerState:
         self.processed: torch.Tensor | None = None  # [M, V] the sampler's logits, sampling prior
         self.capture_rows: torch.Tensor | None = None
         self._pending: collections.deque = collections.deque()
-        self._ring = [self._staging(pin) for _ in range(_HISTORY_RING)] if pin else []
+        self._ring = [self._staging() for _ in range(_HISTORY_RING)] if pin else []
         self._ring_next = 0
         self._warned: set[str] = set()
         self.trace: list[dict] | None = None  # per-step records, when tests ask for them
         self.num_replayed = 0  # output tokens whose mixture was rebuilt from the history
 
     # ------------------------------------------------------------------ request bookkeeping
-    def _staging(self, pin: bool):
+    def _staging(self):
         shape = (self.num_slots, self.width)
         return (
             torch.zeros(shape, dtype=torch.int32).pin_memory(),

@@ -64,7 +64,10 @@ def apply(settings: PluginSettings, engine_refusal) -> None:
 
     def make(original):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
-            check_request(params, settings, engine_refusal(self.vllm_config))
+            # The engine's configuration is fixed: ask once per front end, not per request.
+            if "_mixinputs_refusal" not in self.__dict__:
+                self._mixinputs_refusal = engine_refusal(self.vllm_config)
+            check_request(params, settings, self._mixinputs_refusal)
             return original(self, request_id, prompt, params, *args, **kwargs)
 
         return process_inputs
