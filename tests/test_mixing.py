@@ -295,3 +295,65 @@ def test_top_k_of_matches_torch_topk(gen, dtype, vocab):
     assert ids[0, 0].item() == 7
     sliced = x[:, 64:]  # a strided view (the engine may pass one)
     assert torch.equal(top_k_of(sliced, 20)[0], torch.topk(sliced, 20).values)
+
+
+def _mix_at_width(logits, y, emb, beta, direct, width, row_k):
+    cands = candidates_from_logits(logits, y, width, row_k)
+    weights = mixture_weights(cands.scores, beta, direct)
+    return cands, weights, mix_candidates(cands.ids, weights, emb)
+
+
+def test_row_top_k_equals_the_row_built_with_its_own_k(gen):
+    """A row asking K inside a wider batch gets the weights of a row built with K alone."""
+    logits = torch.randn(6, 300, generator=gen) * 3
+    emb = torch.randn(300, 16, generator=gen)
+    row_k = torch.tensor([1, 3, 5, 20, 7, 2])
+    y = sample_from_topk(logits, 12, gen)  # some y beyond a row's own K, inside the width
+    beta = torch.tensor([0.0, 0.5, 1.0, 4.0, INF, 2.0])
+    direct = torch.tensor([False, False, True, False, False, True])
+    cands, weights, mixed = _mix_at_width(logits, y, emb, beta, direct, 20, row_k)
+    for b in range(6):
+        k = int(row_k[b])
+        own = candidates_from_logits(logits[b : b + 1], y[b : b + 1], k)
+        own_w = mixture_weights(own.scores, beta[b : b + 1], direct[b : b + 1])
+        # Same tokens with the same weights; the columns beyond K carry exactly nothing.
+        assert torch.equal(weights[b, k:20], torch.zeros(20 - k))
+        kept = torch.cat([weights[b, :k], weights[b, 20:]])
+        kept_ids = torch.cat([cands.ids[b, :k], cands.ids[b, 20:]])
+        assert torch.equal(kept_ids, own.ids[0])
+        torch.testing.assert_close(kept, own_w[0], rtol=1e-6, atol=1e-7)
+        assert math.isclose(float(weights[b].sum()), 1.0, rel_tol=1e-5)
+        torch.testing.assert_close(
+            mixed[b], mix_candidates(own.ids, own_w, emb)[0], rtol=1e-5, atol=1e-6
+        )
+
+
+def test_y_beyond_its_own_k_keeps_its_probability():
+    logits = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    y = torch.tensor([3])  # 4th most likely: inside a width of 5, outside the row's K = 2
+    cands = candidates_from_logits(logits, y, 5, torch.tensor([2]))
+    assert cands.ids[0].tolist() == [0, 1, 2, 3, 4, 3]
+    assert cands.scores[0].tolist() == [5.0, 4.0, -INF, -INF, -INF, 2.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_row_is_bit_identical_whatever_its_batch(gen, dtype):
+    """The engine's width is fixed, so a row mixed alone equals the same row in any batch."""
+    vocab, width = 64 * 160, 20
+    logits = (torch.randn(9, vocab, generator=gen) * 3).to(dtype)
+    emb = torch.randn(vocab, 32, generator=gen).to(dtype)
+    y = sample_from_topk(logits.float(), 25, gen)  # some y outside every K
+    row_k = torch.tensor([5, 20, 1, 12, 3, 20, 8, 2, 17])
+    beta = torch.tensor([1.0, 0.5, INF, 0.0, 4.0, 1.0, 2.0, 0.25, 1.0])
+    direct = torch.tensor([False, True, False, False, True, False, False, True, False])
+    batch = _mix_at_width(logits, y, emb, beta, direct, width, row_k)
+    for b in range(9):
+        s = slice(b, b + 1)
+        alone = _mix_at_width(logits[s], y[s], emb, beta[s], direct[s], width, row_k[s])
+        assert torch.equal(alone[0].ids, batch[0].ids[s])
+        assert torch.equal(alone[1], batch[1][s])
+        assert torch.equal(alone[2], batch[2][s])
+    # Another batch composition: the rows in reverse order.
+    rev = torch.arange(8, -1, -1)
+    flipped = _mix_at_width(logits[rev], y[rev], emb, beta[rev], direct[rev], width, row_k[rev])
+    assert torch.equal(flipped[2], batch[2][rev])

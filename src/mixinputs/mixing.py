@@ -45,6 +45,8 @@ __all__ = [
     "mix_rows",
     "mixture_weights",
     "normalized_entropy",
+    "restrict_to_row_k",
+    "sampling_prior_masks",
     "top_k_of",
 ]
 
@@ -67,11 +69,17 @@ def _resolve_top_k(top_k: int | None, vocab_size: int) -> int:
 
 
 def candidates_from_logits(
-    logits: torch.Tensor, sampled_ids: torch.Tensor, top_k: int | None = DEFAULT_TOP_K
+    logits: torch.Tensor,
+    sampled_ids: torch.Tensor,
+    top_k: int | None = DEFAULT_TOP_K,
+    row_top_k: torch.Tensor | None = None,
 ) -> Candidates:
     """Top-K of ``logits`` [B, V] plus the sampled token as slot K (see the module's rule).
 
     ``top_k=None`` or ``top_k >= V`` uses the whole vocabulary (the paper's literal definition).
+    ``row_top_k`` [B] (each <= ``top_k``) gives rows their own K inside the fixed width
+    ``top_k + 1`` (see :func:`candidates_from_topk`): a row's result then depends on its own K
+    only, never on the other rows of the batch.
 
     >>> c = candidates_from_logits(torch.tensor([[0.0, 2.0, 1.0]]), torch.tensor([0]), top_k=2)
     >>> c.ids.tolist(), c.scores.tolist()
@@ -81,7 +89,7 @@ def candidates_from_logits(
     topk_scores, topk_ids = top_k_of(logits, k)
     sampled_ids = sampled_ids.to(device=logits.device, dtype=torch.long)
     sampled_scores = logits.gather(-1, sampled_ids.unsqueeze(-1)).squeeze(-1)
-    return candidates_from_topk(topk_scores, topk_ids, sampled_ids, sampled_scores)
+    return candidates_from_topk(topk_scores, topk_ids, sampled_ids, sampled_scores, row_top_k)
 
 
 _BLOCK = 64  # vocabulary block for the two-stage top-K on CPU
@@ -115,23 +123,60 @@ def candidates_from_topk(
     topk_ids: torch.Tensor,
     sampled_ids: torch.Tensor,
     sampled_scores: torch.Tensor,
+    row_top_k: torch.Tensor | None = None,
 ) -> Candidates:
     """Candidates from a top-K an engine already has, without another pass over the vocabulary.
 
-    ``topk_scores`` [B, K] logits or log-probs and ``topk_ids`` [B, K]; ``sampled_ids`` [B] and
-    ``sampled_scores`` [B], the sampled token's score on the same scale as ``topk_scores``.
+    ``topk_scores`` [B, K] logits or log-probs sorted descending and ``topk_ids`` [B, K];
+    ``sampled_ids`` [B] and ``sampled_scores`` [B], the sampled token's score on the same scale
+    as ``topk_scores``.
+
+    ``row_top_k`` [B] (optional, each in [1, K]): row b keeps only its first ``row_top_k[b]``
+    columns; the others get score -inf (weight exactly 0). Whether y is "in the top-K" is judged
+    on the row's own K, so a row's candidates, weights and mixture are bit-identical whatever the
+    width K its batch uses. Engines use one fixed width (their largest K) for every batch.
 
     >>> c = candidates_from_topk(torch.tensor([[-0.1, -2.0]]), torch.tensor([[4, 7]]),
     ...                          torch.tensor([4]), torch.tensor([-0.1]))
     >>> c.ids.tolist(), c.scores.tolist()
     ([[4, 7, 4]], [[-0.10000000149011612, -2.0, -inf]])
+    >>> c = candidates_from_topk(torch.tensor([[-0.1, -2.0]]), torch.tensor([[4, 7]]),
+    ...                          torch.tensor([7]), torch.tensor([-2.0]), torch.tensor([1]))
+    >>> c.scores.tolist()  # K = 1 for this row: 7 is outside its top-1, so y keeps its score
+    [[-0.10000000149011612, -inf, -2.0]]
     """
     sampled_ids = sampled_ids.to(dtype=torch.long)
     y_in_topk = (topk_ids == sampled_ids.unsqueeze(-1)).any(dim=-1)
-    y_score = torch.where(y_in_topk, torch.full_like(sampled_scores, float("-inf")), sampled_scores)
+    y_score = torch.where(y_in_topk, float("-inf"), sampled_scores.float())
     ids = torch.cat([topk_ids.to(torch.long), sampled_ids.unsqueeze(-1)], dim=-1)
-    scores = torch.cat([topk_scores, y_score.unsqueeze(-1)], dim=-1).float()
-    return Candidates(ids, scores)
+    scores = torch.cat([topk_scores.float(), y_score.unsqueeze(-1)], dim=-1)
+    cands = Candidates(ids, scores)
+    return cands if row_top_k is None else restrict_to_row_k(cands, row_top_k)
+
+
+def restrict_to_row_k(cands: Candidates, row_top_k: torch.Tensor) -> Candidates:
+    """Candidates of width K + 1 cut down to each row's own K inside the same width.
+
+    Columns ``>= row_top_k[b]`` of the top-K get score -inf (weight exactly 0). When the sampled
+    token y sat in such a column, it is outside the row's own top-K: the y slot takes back that
+    column's score, exactly as if the row had been built with its own K.
+
+    >>> c = Candidates(torch.tensor([[5, 9, 2]]), torch.tensor([[1.0, 0.5, float("-inf")]]))
+    >>> restrict_to_row_k(c, torch.tensor([1])).scores.tolist()  # y = 2 is not in the top-1
+    [[1.0, -inf, -inf]]
+    >>> c = Candidates(torch.tensor([[5, 9, 9]]), torch.tensor([[1.0, 0.5, float("-inf")]]))
+    >>> restrict_to_row_k(c, torch.tensor([1])).scores.tolist()  # y = 9 was column 1: its score
+    [[1.0, -inf, 0.5]]
+    """
+    ids, scores = cands
+    k = ids.shape[-1] - 1
+    cols = torch.arange(k, device=ids.device)
+    beyond = cols.unsqueeze(0) >= row_top_k.to(ids.device).unsqueeze(-1)  # [B, K]
+    y_beyond = beyond & (ids[:, :k] == ids[:, k:])  # [B, K]: y sits in a column cut off
+    y_moved = scores[:, :k].masked_fill(~y_beyond, float("-inf")).amax(dim=-1)  # [B]
+    y_score = torch.where(y_beyond.any(dim=-1), y_moved, scores[:, k])
+    top = scores[:, :k].masked_fill(beyond, float("-inf"))
+    return Candidates(ids, torch.cat([top, y_score.unsqueeze(-1)], dim=-1))
 
 
 def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -292,3 +337,42 @@ def mix_embeddings(
     cands = candidates_from_logits(logits, sampled_ids, top_k)
     weights = mixture_weights(cands.scores, betas, direct)
     return mix_candidates(cands.ids.to(embedding.device), weights.to(embedding.device), embedding)
+
+
+def sampling_prior_masks(
+    scores: torch.Tensor,
+    logits: torch.Tensor,
+    sampling: torch.Tensor,
+    sampler_top_k: torch.Tensor,
+    sampler_top_p: torch.Tensor,
+) -> torch.Tensor:
+    """Cut the candidates of ``sampling`` rows to what the sampler's top-k / top-p kept.
+
+    ``scores`` [M, K+1] candidates (top-K sorted descending in [:K], the sampled token last, which
+    the sampler kept by definition); ``logits`` [M, V] the distribution the sampler drew from,
+    before its top-k / top-p; ``sampling`` [M] bool: rows whose prior is that distribution;
+    ``sampler_top_k`` [M] long (0 = off) and ``sampler_top_p`` [M] float32 (1 = off). Rows not
+    in ``sampling`` come back unchanged.
+
+    >>> s = torch.tensor([[3.0, 2.0, 1.0, float("-inf")]])
+    >>> sampling_prior_masks(s, torch.tensor([[3.0, 2.0, 1.0, 0.0]]), torch.tensor([True]),
+    ...                      torch.tensor([2]), torch.tensor([1.0])).tolist()
+    [[3.0, 2.0, -inf, -inf]]
+    """
+    k = scores.shape[1] - 1
+    cols = torch.arange(k, device=scores.device)
+    top = scores[:, :k]
+    # top-k: keep columns below the row's k (ties at the k-th value kept, as vLLM does).
+    sk = sampler_top_k
+    kth = top.gather(1, (sk.clamp(1, k) - 1)[:, None])
+    keep = torch.where((sk > 0)[:, None] & (sk <= k)[:, None], top >= kth, True)
+    # top-p on the distribution after top-k: normalizer over the kept set (all of V without k).
+    full_lse = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
+    kept_lse = torch.logsumexp(top.masked_fill(~keep, float("-inf")), dim=-1, keepdim=True)
+    lse = torch.where(((sk > 0) & (sk <= k))[:, None], kept_lse, full_lse)
+    probs = torch.exp(top - lse).masked_fill(~keep, 0.0)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
+    keep = keep & ((before < sampler_top_p[:, None]) | (cols == 0))
+    masked = top.masked_fill(~keep, float("-inf"))
+    out = torch.cat([masked, scores[:, k:]], dim=-1)
+    return torch.where(sampling[:, None], out, scores)
