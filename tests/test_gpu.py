@@ -8,7 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mixinputs.mixing import candidates_from_logits, mix_candidates, mix_embeddings, mixture_weights
+from mixinputs.mixing import (
+    candidates_from_logits,
+    candidates_from_topk,
+    mix_candidates,
+    mix_embeddings,
+    mixture_weights,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -94,3 +100,168 @@ def test_transformers_path_on_gpu():
     want = mix_embeddings(logits, y, model.get_input_embeddings().weight, 0.5)
     torch.testing.assert_close(seen[1][:, 0], want, rtol=1e-4, atol=1e-5)
     assert not handle.enabled
+
+
+# ----------------------------------------------------------------------------- the fused step
+def fused():
+    pytest.importorskip("triton")
+    from mixinputs import fused_step
+
+    assert fused_step.fused_step_available("cuda")
+    return fused_step
+
+
+def fused_inputs(m=64, vocab=50021, hidden=512, width_k=20, dtype=torch.bfloat16, seed=0):
+    """Rows with K = 1 .. width_k, y inside / just past its own K / anywhere, beta 0 and inf,
+    direct rows, a grammar-masked row; logits a strided view of a wider buffer."""
+    g = torch.Generator().manual_seed(seed)
+    wide = torch.randn(m, vocab + 64, generator=g) * 3
+    wide[3, ::2] = float("-inf")
+    logits = wide.to(dtype).cuda()[:, 32 : 32 + vocab]
+    emb = (torch.randn(vocab, hidden, generator=g) * 0.05).to(dtype).cuda()
+    row_k = torch.randint(1, width_k + 1, (m,), generator=g)
+    row_k[0], row_k[-1] = 1, width_k
+    order = torch.argsort(logits.float().cpu(), dim=-1, descending=True, stable=True)
+    y = torch.randint(0, vocab, (m,), generator=g)
+    y[::3] = order[::3, 0]
+    y[1::3] = order[1::3].gather(1, row_k[1::3, None].clamp(max=width_k - 1)).squeeze(1)
+    beta = torch.rand(m, generator=g) * 4
+    beta[1::4], beta[2::4] = 0.0, float("inf")
+    direct = torch.rand(m, generator=g) < 0.25
+    return logits, y.cuda(), row_k.cuda(), beta.cuda(), direct.cuda(), emb
+
+
+def expected_candidates(logits, y, row_k, width_k):
+    ids = torch.argsort(logits.float(), dim=-1, descending=True, stable=True)[:, :width_k]
+    y_scores = logits.gather(1, y[:, None]).squeeze(1)
+    return candidates_from_topk(logits.gather(1, ids), ids, y, y_scores, row_k)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fused_step_equals_reference(dtype):
+    fs = fused()
+    logits, y, row_k, beta, direct, emb = fused_inputs(dtype=dtype)
+    cands = fs.fused_candidates(logits, y, row_k, 20)
+    want = expected_candidates(logits, y, row_k, 20)  # the kernel's tie rule: lowest id first
+    assert torch.equal(cands.ids, want.ids) and torch.equal(cands.scores, want.scores)
+    ref = candidates_from_logits(logits, y, 20, row_k)
+    assert torch.equal(cands.scores[:, :20], ref.scores[:, :20])
+    ids, weights, mixed = fs.fused_mix_step(logits, y, row_k, 20, beta, direct, emb)
+    assert torch.equal(ids, cands.ids)
+    want_w = mixture_weights(want.scores, beta, direct)
+    torch.testing.assert_close(weights, want_w, rtol=1e-5, atol=1e-6)  # GPU exp/log: ~2 ulp
+    assert torch.equal(weights == 0, want_w == 0)
+    exact = (want_w.double()[:, :, None] * emb.double()[ids]).sum(1)
+    err = (mixed.double() - exact).abs()
+    rel = 2.0**-8 if dtype == torch.bfloat16 else 1e-5
+    assert bool((err <= rel * exact.abs() + 1e-5).all()), float(err.max())
+
+
+def test_fused_step_is_batch_invariant():
+    fs = fused()
+    logits, y, row_k, beta, direct, emb = fused_inputs(m=32)
+
+    def step(rows):
+        return fs.fused_mix_step(
+            logits[rows], y[rows], row_k[rows], 20, beta[rows], direct[rows], emb
+        )
+
+    full = step(torch.arange(32, device="cuda"))
+    perm = torch.randperm(32, device="cuda")
+    shuffled = step(perm)
+    for a, b in zip(full, shuffled, strict=True):
+        assert torch.equal(a[perm], b)
+    for row in (0, 17, 31):
+        alone = step(torch.tensor([row], device="cuda"))
+        for a, b in zip(full, alone, strict=True):
+            assert torch.equal(a[row], b[0])
+
+
+def test_fused_step_cuda_graph_capture_and_replay_with_new_values():
+    fs = fused()
+    logits, y, row_k, beta, direct, emb = fused_inputs(m=16)
+    logits = logits.contiguous()
+    table = torch.zeros(40, emb.shape[1], dtype=emb.dtype, device="cuda")
+    slots = torch.arange(16, device="cuda") * 2 + 3
+
+    def step():
+        return fs.fused_mix_step(logits, y, row_k, 20, beta, direct, emb, out=table, out_rows=slots)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # compiles the kernels outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ids, weights, _ = step()
+    new = fused_inputs(m=16, seed=1)
+    for buf, val in zip((logits, y, row_k, beta, direct), new[:5], strict=True):
+        buf.copy_(val)
+    graph.replay()
+    got = (ids.clone(), weights.clone(), table[slots].clone())
+    eager = fs.fused_mix_step(logits, y, row_k, 20, beta, direct, emb)
+    for a, b in zip(got, eager, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("m", [1, 64])
+def test_fused_step_speed_report(m):
+    """Prints the fused step's time next to the PyTorch step's at a QwQ-32B shape (no timing
+    assertion: benchmarks/mixing_step.py makes the table)."""
+    fs = fused()
+    vocab, hidden = 152064, 5120
+    g = torch.Generator().manual_seed(m)
+    logits = (torch.randn(m, vocab, generator=g) * 3).to(torch.bfloat16).cuda()
+    emb = (torch.randn(vocab, hidden, generator=g) * 0.02).to(torch.bfloat16).cuda()
+    y = torch.randint(0, vocab, (m,), generator=g).cuda()
+    row_k = torch.full((m,), 20, device="cuda")
+    beta, direct = torch.ones(m, device="cuda"), torch.zeros(m, dtype=torch.bool, device="cuda")
+
+    def torch_step():
+        cands = candidates_from_logits(logits, y, 20, row_k)
+        return mix_candidates(cands.ids, mixture_weights(cands.scores, beta, direct), emb)
+
+    def fused_step():
+        return fs.fused_mix_step(logits, y, row_k, 20, beta, direct, emb)[2]
+
+    times = {}
+    for name, fn in (("torch", torch_step), ("fused", fused_step)):
+        fn()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(50):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times[name] = start.elapsed_time(end) / 50 * 1e3
+    shape = f"M={m} V={vocab} D={hidden}"
+    print(f"\n{shape}: torch {times['torch']:.1f} us, fused {times['fused']:.1f} us")
+    got = fs.fused_candidates(logits, y, row_k, 20)
+    assert torch.equal(got.scores, candidates_from_logits(logits, y, 20, row_k).scores)
+
+
+def test_transformers_mixture_uses_the_fused_step_on_cuda():
+    """``mixinputs.hf`` takes the fused Triton step for a plain nn.Embedding on CUDA and matches
+    the PyTorch reference to bf16 rounding; a scaled embedding keeps the reference."""
+    pytest.importorskip("triton")
+    from mixinputs import hf
+
+    torch.manual_seed(0)
+    vocab, hidden = 5000, 64
+    embedding = torch.nn.Embedding(vocab, hidden).cuda().to(torch.bfloat16)
+    logits = torch.randn(6, vocab, device="cuda") * 3
+    sampled = torch.randint(0, vocab, (6,), device="cuda")
+    assert hf._fused_weight(embedding, logits, 20) is embedding.weight
+    handle = hf.MoIHandle.__new__(hf.MoIHandle)  # the step alone, without a model
+    handle.config, handle.embedding = hf.MoIConfig(beta=0.5, top_k=20), embedding
+    got = handle.mixture(logits, sampled, embedding)
+    want = mix_embeddings(logits, sampled, embedding.weight, 0.5, top_k=20)
+    torch.testing.assert_close(got.float(), want.float(), rtol=2**-7, atol=2**-7)
+
+    class Scaled(torch.nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 2.0
+
+    assert hf._fused_weight(Scaled(vocab, hidden).cuda(), logits, 20) is None
