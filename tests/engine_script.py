@@ -1,13 +1,21 @@
 """Runs one batch on a vLLM engine in its own process; used by the tests (reads JSON on stdin).
 
 Input: {"model", "engine": {LLM kwargs}, "requests": [{"prompt", "params": {SamplingParams}}]}.
-Prints one line "ENGINE-RESULT:<json>": [{"text", "token_ids"}] in request order.
+Prints one line "ENGINE-RESULT:<json>": [{"text", "token_ids"}] in request order, and one line
+"ENGINE-INFO:<json>" about the MoI worker ({"moi": bool, "fused": bool}).
 """
 
 import json
 import sys
 
 MARKER = "ENGINE-RESULT:"
+INFO = "ENGINE-INFO:"
+
+
+def _worker_info(worker) -> dict:
+    state = getattr(worker.model_runner, "_mixinputs", None)
+    step = getattr(state, "step", None)
+    return {"moi": state is not None, "fused": bool(getattr(step, "fused", False))}
 
 
 def main() -> None:
@@ -22,6 +30,11 @@ def main() -> None:
         {"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)} for o in outputs
     ]
     print(MARKER + json.dumps(result))
+    try:
+        info = llm.collective_rpc(_worker_info)[0]
+    except Exception as e:  # no plugin, or callables not allowed over RPC
+        info = {"error": repr(e)}
+    print(INFO + json.dumps(info))
     sys.stdout.flush()
 
 

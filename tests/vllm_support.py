@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -13,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from mixinputs.engine_dtype import default_engine_dtype
+
 # Callables sent to the workers with `collective_rpc` are pickled: allowed in tests only.
 os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 HERE = Path(__file__).parent
 ENGINE_DEFAULTS = {
+    # float32 on a CPU without native bf16 (3-6x faster there), the checkpoint's bf16 elsewhere.
+    "dtype": default_engine_dtype("cpu"),
     "enforce_eager": True,
     # On CPU this is the share of RAM the KV cache takes; a module engine and a reference engine
     # in a subprocess must fit together on a 24 GiB machine.
@@ -27,6 +32,9 @@ ENGINE_DEFAULTS = {
     "seed": 0,
     "disable_log_stats": True,
 }
+# The GPU kit (benchmarks/gpu/) runs these modules with CUDA graphs and async scheduling on:
+# engine arguments as JSON in MIXINPUTS_TEST_ENGINE, server flags in MIXINPUTS_TEST_SERVER_ARGS.
+ENGINE_DEFAULTS.update(json.loads(os.environ.get("MIXINPUTS_TEST_ENGINE") or "{}"))
 
 
 def require_vllm():
@@ -109,9 +117,15 @@ def embedding_weight(llm):
 
 # -- engines in another process (other environment: no plugin, MIXINPUTS_BETA, ...) -------------
 def run_engine_subprocess(
-    requests: list[dict], env: dict[str, str], engine: dict | None = None, timeout: int = 600
+    requests: list[dict],
+    env: dict[str, str],
+    engine: dict | None = None,
+    timeout: int = 600,
+    info: dict | None = None,
 ) -> list[dict]:
-    """Start an engine in a fresh process with ``env``; run ``requests`` as one batch."""
+    """Start an engine in a fresh process with ``env``; run ``requests`` as one batch.
+
+    ``info``, when given, is filled with what the worker reports ({"moi", "fused"})."""
     spec = {
         "model": model_path(),
         "engine": {**ENGINE_DEFAULTS, **(engine or {})},
@@ -134,6 +148,10 @@ def run_engine_subprocess(
     lines = [x for x in proc.stdout.splitlines() if x.startswith("ENGINE-RESULT:")]
     if not lines:
         raise AssertionError(f"engine subprocess printed no result:\n{proc.stdout[-4000:]}")
+    if info is not None:
+        for line in proc.stdout.splitlines():
+            if line.startswith("ENGINE-INFO:"):
+                info.update(json.loads(line.removeprefix("ENGINE-INFO:")))
     return json.loads(lines[-1].removeprefix("ENGINE-RESULT:"))
 
 
@@ -171,6 +189,7 @@ def openai_server(log_path: Path, *extra_args: str, timeout: float = 400):
         "--enforce-eager",
         "--seed",
         "0",
+        *shlex.split(os.environ.get("MIXINPUTS_TEST_SERVER_ARGS", "")),
         *extra_args,
     ]
     with open(log_path, "w") as handle:

@@ -9,6 +9,10 @@ How it works, per decode step of ``generate``:
    those ids [B, 1] and replaces its output with ``Σ w_i · embed(i)`` over the candidates
    (``mixinputs.mixing``), so the step's input is the mixture instead of ``E[y]``.
 
+On CUDA, with a plain ``nn.Embedding`` and Triton present, step 2 runs as the fused Triton step
+(``mixinputs.fused_step``: one top-K pass over the logits and one mixing kernel); elsewhere, and
+for embeddings that scale or transform their rows, the PyTorch reference does.
+
 Prompt tokens (and left padding) are embedded as usual: the hook only acts right after a token was
 sampled. Rows of a batch are mixed independently. Beam search and assisted decoding are refused:
 their candidates are re-ordered or verified in ways the recorded distribution does not follow.
@@ -116,9 +120,16 @@ class MoIHandle:
     def mixture(self, prior: torch.Tensor, sampled: torch.Tensor, module: nn.Module | None = None):
         """The embedding fed after sampling ``sampled`` [B] from ``prior`` [B, V]: [B, D]."""
         module = module or self.embedding
-        cands = candidates_from_logits(prior, sampled, self.config.top_k)
         beta = torch.full((prior.shape[0],), self.config.beta, device=prior.device)
         direct = torch.full((prior.shape[0],), self.config.direct, device=prior.device)
+        fused = _fused_weight(module, prior, self.config.top_k)
+        if fused is not None:
+            from mixinputs.fused_step import fused_mix_step
+
+            k = self.config.top_k
+            row_k = torch.full((prior.shape[0],), k, dtype=torch.long, device=prior.device)
+            return fused_mix_step(prior, sampled.long(), row_k, k, beta, direct, fused)[2]
+        cands = candidates_from_logits(prior, sampled, self.config.top_k)
         weights = mixture_weights(cands.scores, beta, direct)
         # module.forward, not module(): the rows come from the same (possibly scaled) embedding
         # without re-entering this hook.
@@ -174,6 +185,25 @@ def generate(
     """
     with enable_moi(model, beta=beta, mode=mode, top_k=top_k, prior=prior):
         return model.generate(*args, **kwargs)
+
+
+def _fused_weight(module: nn.Module, prior: torch.Tensor, top_k: int | None) -> torch.Tensor | None:
+    """The embedding matrix when the fused CUDA step applies: a plain ``nn.Embedding`` (not a
+    subclass that scales its rows) on the logits' CUDA device, and a K the kernels take."""
+    if type(module) is not nn.Embedding or prior.device.type != "cuda" or top_k is None:
+        return None
+    try:
+        from mixinputs.fused_step import MAX_TOP_K, fused_step_available
+    except ImportError:
+        return None
+    weight = module.weight
+    usable = (
+        fused_step_available(prior.device)
+        and top_k <= min(MAX_TOP_K, prior.shape[-1])
+        and weight.device == prior.device
+        and weight.stride(1) == 1
+    )
+    return weight if usable else None
 
 
 def _input_embedding(model: nn.Module) -> nn.Module:

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from mixinputs.config import DEFAULT_TOP_K, MoIConfig, MoIConfigError
 
 ENV_MAX_TOP_K = "MIXINPUTS_MAX_TOP_K"
+ENV_REPLAY_ROWS = "MIXINPUTS_REPLAY_ROWS"
+DEFAULT_REPLAY_ROWS = 1024
 
 
 @dataclass(frozen=True)
 class PluginSettings:
     default: MoIConfig | None  # MoI for requests that do not say (MIXINPUTS_BETA), else None
     max_top_k: int  # the largest mixinputs_top_k a request may ask; sizes the fixed buffers
+    # Output tokens a compiled engine can replay in one step after a preemption (eager engines
+    # replay any number); each step of a compiled engine scatters this many rows.
+    replay_rows: int = DEFAULT_REPLAY_ROWS
 
     @classmethod
     def from_env(cls) -> PluginSettings:
@@ -27,7 +32,17 @@ class PluginSettings:
             max_top_k = 0
         if max_top_k < 1:
             raise MoIConfigError(f"{ENV_MAX_TOP_K}={raw!r} must be an int >= 1 (default 20)")
+        raw_rows = os.environ.get(ENV_REPLAY_ROWS, "").strip()
+        try:
+            replay_rows = int(raw_rows) if raw_rows else DEFAULT_REPLAY_ROWS
+        except ValueError:
+            replay_rows = -1
+        if replay_rows < 0:
+            raise MoIConfigError(
+                f"{ENV_REPLAY_ROWS}={raw_rows!r} must be an int >= 0 "
+                f"(default {DEFAULT_REPLAY_ROWS})"
+            )
         default = MoIConfig.from_env()
         if default is not None and default.top_k is not None:
             max_top_k = max(max_top_k, default.top_k)
-        return cls(default=default, max_top_k=max_top_k)
+        return cls(default=default, max_top_k=max_top_k, replay_rows=replay_rows)

@@ -1,11 +1,11 @@
 """MoI state of one vLLM worker, and the two things it does every step.
 
-1. ``plan_forward`` (host only, after the runner prepared its inputs): for every token of the
-   flattened batch, which row of the mixture table feeds it (``token_row``), or -1 for the plain
-   embedding. A MoI request's newest output token reads its slot (one row per running request,
-   written on the device right after sampling). Older output tokens (a request resumed after
-   preemption recomputes them) are *replayed* from the host copy of their candidates and weights,
-   so a resumed request sees exactly the inputs it saw the first time.
+1. ``plan_forward`` (host only, after the runner prepared its inputs): which token position each
+   mixture row overwrites (``newest_pos`` per slot, ``replay_pos`` per replay row; see
+   ``embedding.py``). A MoI request's newest output token reads its slot (one row per running
+   request, written on the device right after sampling). Older output tokens (a request resumed
+   after preemption recomputes them) are *replayed* from the host copy of their candidates and
+   weights, so a resumed request sees exactly the inputs it saw the first time.
 2. ``sample`` (device, around the runner's ``_sample``): keep the prior's logits before the sampler
    edits them in place, sample, then build candidates ``top-K ∪ {y}``, weights and the mixture
    (``mixinputs.mixing``) for the MoI rows and write them into their slots. No host sync: the host
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from mixinputs.config import MoIConfig, MoIConfigError
-from mixinputs.mixing import candidates_from_logits, mix_rows, mixture_weights
+from mixinputs.mixing import mix_rows
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
+from mixinputs.vllm_plugin.mix_step import MixStep, SamplerMasks
 
 logger = logging.getLogger("vllm.mixinputs")
 
@@ -71,8 +72,10 @@ class SamplePlan:
     slots: torch.Tensor  # [M] long: their table rows
     beta: torch.Tensor  # [M] float32 (inf: exactly E[y])
     direct: torch.Tensor  # [M] bool
-    top_k: int  # K of this step's candidates (the largest asked for)
-    k_mask: torch.Tensor | None  # [M, K+1] bool, True where a column is beyond the row's own K
+    top_k: int  # the candidates' width K: the engine's largest K, the same every step
+    # [M] long: each row's own K (columns beyond it carry no weight); None when every row asks
+    # the engine's width (cutting would change nothing, bit for bit, and costs a few launches)
+    row_top_k: torch.Tensor | None
     sampling: torch.Tensor | None  # [M] bool: rows whose prior is the sampler's distribution
     sampler_top_k: torch.Tensor | None  # [M] long (0 = off), for the sampling prior
     sampler_top_p: torch.Tensor | None  # [M] float32 (1 = off)
@@ -94,18 +97,20 @@ class MoIWorkerState:
         self.max_top_k = max_top_k
         self.width = max_top_k + 1
         self.num_slots = embed.slots.shape[0]
-        self.replay_capacity = embed.replay.shape[0]
+        self.replay_capacity = embed.replay_rows
         self.device = embed.slots.device
         self.requests: dict[str, RequestMoI | None] = {}  # None: decided, standard decoding
         self.free_slots = list(range(self.num_slots - 1, -1, -1))
         self.slot_holders: set[str] = set()
         self.num_moi_alive = 0
         pin = self.device.type == "cuda"
-        self.token_row_host = torch.full_like(embed.token_row, -1, device="cpu")
-        if pin:
-            self.token_row_host = self.token_row_host.pin_memory()
-        self.token_row_np = self.token_row_host.numpy()
-        self.token_row_extent = 0  # host entries [0, extent) may be set: reset before reuse
+        # Host copies of the two index buffers, two of each: with async scheduling the host plans
+        # step N+1 while step N's copies may still be queued, so it never rewrites those.
+        self._pos_host = [self._host_positions(pin) for _ in range(2)]
+        self._pos_turn = 0
+        self._host_extent = [0, 0]  # replay entries [0, extent) each host buffer may still hold
+        self._replay_extent = 0  # replay_pos entries [0, extent) on the device may be set
+        self._newest_dirty = False  # newest_pos on the device may hold positions
         self.plan: SamplePlan | None = None
         self.processed: torch.Tensor | None = None  # [M, V] the sampler's logits, sampling prior
         self.capture_rows: torch.Tensor | None = None
@@ -113,10 +118,16 @@ class MoIWorkerState:
         self._ring = [self._staging() for _ in range(_HISTORY_RING)] if pin else []
         self._ring_next = 0
         self._warned: set[str] = set()
+        self.step = MixStep(embed, max_top_k)  # steps 3-4 of `sample`: fused on CUDA
         self.trace: list[dict] | None = None  # per-step records, when tests ask for them
         self.num_replayed = 0  # output tokens whose mixture was rebuilt from the history
 
     # ------------------------------------------------------------------ request bookkeeping
+    def _host_positions(self, pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        newest = torch.zeros(self.num_slots, dtype=torch.int64)
+        replay = torch.zeros(self.embed.replay_rows, dtype=torch.int64)
+        return (newest.pin_memory(), replay.pin_memory()) if pin else (newest, replay)
+
     def _staging(self):
         shape = (self.num_slots, self.width)
         return (
@@ -170,17 +181,17 @@ class MoIWorkerState:
 
     # ------------------------------------------------------------------ 1. plan the forward
     def plan_forward(self, num_scheduled_tokens: np.ndarray) -> None:
-        """Fill ``token_row`` for the batch the runner just prepared, and plan the sample step."""
+        """Say which positions this step's mixtures overwrite, and plan the sample step."""
         self.plan = None
         batch = self.runner.input_batch
         num_reqs = batch.num_reqs
         if not self.num_moi_alive:  # no MoI request anywhere: nothing to do, no loop
-            self._reset_token_rows()
+            self._clear_positions()
             return
         states = [self.state_of(r) for r in batch.req_ids[:num_reqs]]
         moi = [i for i, s in enumerate(states) if s is not None]
         if not moi:
-            self._reset_token_rows()
+            self._clear_positions()
             return
         idx = np.asarray(moi)
         computed = batch.num_computed_tokens_cpu[idx]
@@ -189,9 +200,11 @@ class MoIWorkerState:
         starts = np.cumsum(num_scheduled_tokens)[idx] - scheduled
         total = batch.num_tokens_no_spec[idx]
 
-        rows = self.token_row_np
-        rows[: self.token_row_extent] = -1
-        extent = 0  # host entries [0, extent) set this step
+        turn = self._pos_turn
+        self._pos_turn ^= 1
+        newest_host, replay_host = self._pos_host[turn]
+        newest = newest_host.numpy()
+        newest[:] = 0
         replays: list[tuple[int, RequestMoI, int]] = []
         for k, i in enumerate(moi):
             state = states[i]
@@ -199,18 +212,14 @@ class MoIWorkerState:
             last = int(computed[k] + scheduled[k]) - 1
             for pos in range(first, last + 1):  # one position in a decode step
                 j = pos - int(prompt[k])
-                t = int(starts[k]) + pos - int(computed[k])
+                t = int(starts[k]) + pos - int(computed[k])  # its row in the flattened batch
                 if j == state.latest and state.slot >= 0:
-                    rows[t] = state.slot
+                    newest[state.slot] = t + 1  # 0 means "no row" (see embedding.py)
                 else:
                     replays.append((t, state, j))
-                extent = max(extent, t + 1)
-        if replays:
-            self._replay(replays)
-        # Copy over last step's extent too, so its stale entries are reset on the device.
-        copy = max(extent, self.token_row_extent)
-        self.embed.token_row[:copy].copy_(self.token_row_host[:copy], non_blocking=True)
-        self.token_row_extent = extent
+        self.embed.newest_pos.copy_(newest_host, non_blocking=True)
+        self._newest_dirty = True
+        self._write_replays(replays, replay_host, turn)
 
         # The rows whose sample this step is kept: the request has caught up with its tokens
         # (a partial prefill chunk samples a token that is thrown away).
@@ -223,11 +232,15 @@ class MoIWorkerState:
             (total - prompt)[keep].tolist(),
         )
 
-    def _reset_token_rows(self) -> None:
-        if self.token_row_extent:
-            self.token_row_np[: self.token_row_extent] = -1
-            self.embed.token_row[: self.token_row_extent].fill_(-1)
-            self.token_row_extent = 0
+    def _clear_positions(self) -> None:
+        if self._newest_dirty:
+            self.embed.newest_pos.zero_()
+            self._newest_dirty = False
+        if self._replay_extent:
+            self.embed.replay_pos[: self._replay_extent].zero_()
+            self._replay_extent = 0
+        if self.embed.replay_count is not None:
+            self.embed.replay_count = 0
 
     def _make_plan(self, rows: list[int], states: list[RequestMoI], js: list[int]) -> SamplePlan:
         for req_id, state in zip(self._req_ids(rows), states, strict=True):
@@ -235,14 +248,13 @@ class MoIWorkerState:
                 state.slot = self.free_slots.pop()
                 self.slot_holders.add(req_id)
         configs = [s.config for s in states]
-        top_k = max(c.top_k for c in configs)
         dev = self.device
+        # One width for every batch (the engine's largest K): a row's candidates, weights and
+        # mixture then depend on its own K only, never on what else is in the batch.
         row_k = [c.top_k for c in configs]
-        k_mask = None
-        if min(row_k) < top_k:
-            cols = torch.arange(top_k + 1)
-            k_mask = (cols[None, :] >= torch.tensor(row_k)[:, None]) & (cols[None, :] < top_k)
-            k_mask = k_mask.to(dev, non_blocking=True)
+        row_top_k = None
+        if min(row_k) < self.max_top_k:
+            row_top_k = torch.tensor(row_k, dtype=torch.long).to(dev, non_blocking=True)
         sampling = sampler_top_k = sampler_top_p = None
         if any(c.prior == "sampling" for c in configs):
             params = [self.runner.requests[r].sampling_params for r in self._req_ids(rows)]
@@ -269,8 +281,8 @@ class MoIWorkerState:
             ),
             beta=torch.tensor(beta, dtype=torch.float32).to(dev, non_blocking=True),
             direct=torch.tensor([c.direct for c in configs]).to(dev, non_blocking=True),
-            top_k=top_k,
-            k_mask=k_mask,
+            top_k=self.max_top_k,
+            row_top_k=row_top_k,
             sampling=sampling,
             sampler_top_k=sampler_top_k,
             sampler_top_p=sampler_top_p,
@@ -282,8 +294,23 @@ class MoIWorkerState:
         req_ids = self.runner.input_batch.req_ids
         return [req_ids[i] for i in rows]
 
-    def _replay(self, replays: list[tuple[int, RequestMoI, int]]) -> None:
+    def _write_replays(
+        self, replays: list[tuple[int, RequestMoI, int]], host: torch.Tensor, turn: int
+    ) -> None:
         """Mixtures of earlier output tokens, rebuilt from the host history into replay rows."""
+        host_pos = host.numpy()
+        host_pos[: self._host_extent[turn]] = 0  # what this buffer held two steps ago
+        count = self._replay(replays, host_pos) if replays else 0
+        self._host_extent[turn] = count
+        # Copy over last step's extent too, so its stale entries are reset on the device.
+        extent = max(count, self._replay_extent)
+        if extent:
+            self.embed.replay_pos[:extent].copy_(host[:extent], non_blocking=True)
+        self._replay_extent = count
+        if self.embed.replay_count is not None:  # eager engines scatter only what is used
+            self.embed.replay_count = count
+
+    def _replay(self, replays: list[tuple[int, RequestMoI, int]], host_pos: np.ndarray) -> int:
         self._drain(block=True)
         usable = [(t, s, j) for t, s, j in replays if j < s.hist_len]
         if len(usable) < len(replays):
@@ -291,21 +318,27 @@ class MoIWorkerState:
                 "mixinputs: %d replayed tokens have no stored mixture; they use plain embeddings",
                 len(replays) - len(usable),
             )
-        if not usable:
-            return
-        if len(usable) > self.replay_capacity:
-            raise RuntimeError(
-                f"mixinputs: {len(usable)} tokens to replay in one step, room for "
-                f"{self.replay_capacity}"
+        room = self.embed.replay_rows
+        if len(usable) > room:
+            logger.error(
+                "mixinputs: %d tokens to replay in one step, room for %d; the last %d use plain "
+                "embeddings (start the engine with MIXINPUTS_REPLAY_ROWS=%d or more)",
+                len(usable),
+                room,
+                len(usable) - room,
+                len(usable),
             )
+            usable = usable[:room]
+        if not usable:
+            return 0
         ids = torch.from_numpy(np.stack([s.hist_ids[j] for _, s, j in usable]))
         w = torch.from_numpy(np.stack([s.hist_w[j] for _, s, j in usable]))
         ids = ids.to(self.device, dtype=torch.long)
         mixed = mix_rows(w.to(self.device), self.embed.base(ids))  # [n, D]
         self.embed.replay[: len(usable)] = mixed.to(self.embed.replay.dtype)
-        for n, (t, _, _) in enumerate(usable):
-            self.token_row_np[t] = self.num_slots + n
+        host_pos[: len(usable)] = [t + 1 for t, _, _ in usable]
         self.num_replayed += len(usable)
+        return len(usable)
 
     # ------------------------------------------------------------------ 2. sample and mix
     def sample(self, original_sample, logits: torch.Tensor, spec_decode_metadata: Any):
@@ -338,18 +371,17 @@ class MoIWorkerState:
         prior = raw
         if plan.sampling is not None and self.processed is not None:
             prior = torch.where(plan.sampling[:, None], self.processed.to(raw.dtype), raw)
-        cands = candidates_from_logits(prior, sampled, plan.top_k)
-        scores = cands.scores
-        if plan.k_mask is not None:
-            scores = scores.masked_fill(plan.k_mask, float("-inf"))
+        #    Every row is built at the engine's width K and cut to its own K (the sampler's
+        #    top-k / top-p masks need the uncut columns first). Then the weights, and the
+        #    mixture written into each request's slot for the next forward.
+        masks = None
         if plan.sampling is not None and self.processed is not None:
-            scores = _sampler_masks(scores, prior, plan)
+            masks = SamplerMasks(plan.sampling, plan.sampler_top_k, plan.sampler_top_p)
         self.processed = None
-        # 4. Weights and the mixture, written into each request's slot for the next forward.
-        weights = mixture_weights(scores, plan.beta, plan.direct)  # [M, K+1]
-        mixed = mix_rows(weights, self.embed.base(cands.ids))  # [M, D]
-        self.embed.slots.index_copy_(0, plan.slots, mixed.to(self.embed.slots.dtype))
-        self._stage_history(plan, cands.ids, weights)
+        ids, weights = self.step.mix_into_slots(
+            prior, sampled, plan.row_top_k, masks, plan.beta, plan.direct, plan.slots
+        )
+        self._stage_history(plan, ids, weights)
         if self.trace is not None:  # debugging / tests only (see `enable_trace`)
             self.trace.append(
                 {
@@ -414,27 +446,3 @@ class MoIWorkerState:
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
-
-
-def _sampler_masks(scores: torch.Tensor, logits: torch.Tensor, plan: SamplePlan) -> torch.Tensor:
-    """Restrict sampling-prior rows to what vLLM's top-k / top-p kept (the last column, the
-    sampled token, was kept by definition). ``scores`` [M, K+1] are sorted descending in [:K]."""
-    assert plan.sampling is not None and plan.sampler_top_k is not None
-    assert plan.sampler_top_p is not None
-    k = scores.shape[1] - 1
-    cols = torch.arange(k, device=scores.device)
-    top = scores[:, :k]
-    # top-k: keep columns below the row's k (ties at the k-th value kept, as vLLM does).
-    sk = plan.sampler_top_k
-    kth = top.gather(1, (sk.clamp(1, k) - 1)[:, None])
-    keep = torch.where((sk > 0)[:, None] & (sk <= k)[:, None], top >= kth, True)
-    # top-p on the distribution after top-k: normalizer over the kept set (all of V without k).
-    full_lse = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
-    kept_lse = torch.logsumexp(top.masked_fill(~keep, float("-inf")), dim=-1, keepdim=True)
-    lse = torch.where(((sk > 0) & (sk <= k))[:, None], kept_lse, full_lse)
-    probs = torch.exp(top - lse).masked_fill(~keep, 0.0)
-    before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
-    keep = keep & ((before < plan.sampler_top_p[:, None]) | (cols == 0))
-    masked = top.masked_fill(~keep, float("-inf"))
-    out = torch.cat([masked, scores[:, k:]], dim=-1)
-    return torch.where(plan.sampling[:, None], out, scores)

@@ -9,7 +9,7 @@ How: wrap four methods of ``GPUModelRunner`` (the CPU runner inherits three and 
     - ``_update_states``: read new requests' settings, forget finished ones;
     - ``_prepare_inputs``: map this step's tokens to mixture rows (host only);
     - ``_sample``: compute the mixtures of the sampled tokens on the device.
-    Signatures are the same in vLLM 0.28 to 0.33 (checked against each release's source).
+    Signatures are the same in vLLM 0.26 to 0.33 (checked against each release's source).
 Upstream: an input-embedding hook in the runner would remove this patch; Model Runner V2's
     ``ModelState.prepare_inputs_embeds`` is close to one.
 """
@@ -61,22 +61,40 @@ def install(runner: Any, settings: PluginSettings) -> None:
         return
     parent, attr, base = find_input_embedding(runner.get_model())
     replay = _unused_inputs_embeds(runner, base)
-    wrapper = MixedInputEmbedding(base, runner.max_num_reqs, runner.max_num_tokens, replay)
+    # Eager engines scatter exactly this step's replay rows; compiled / graph-captured ones a
+    # fixed number (MIXINPUTS_REPLAY_ROWS), which every step pays for.
+    replay_rows = None if _runs_eagerly(runner.vllm_config) else settings.replay_rows
+    wrapper = MixedInputEmbedding(
+        base, runner.max_num_reqs, runner.max_num_tokens, replay, replay_rows
+    )
     setattr(parent, attr, wrapper)
     state = MoIWorkerState(runner, wrapper, settings.default, settings.max_top_k)
     runner._mixinputs = state
     _record_sampler_distribution(runner, state)
     where = "its own buffer" if wrapper.owns_replay else "vLLM's unused inputs_embeds buffer"
     logger.info(
-        "mixinputs: MoI ready (embedding %s.%s, %d slot rows, replay rows in %s; %.2f MiB "
-        "added; default: %s)",
+        "mixinputs: MoI ready (embedding %s.%s, %d slot rows, %d replay rows a step in %s; "
+        "%.2f MiB added; mixing step: %s; default: %s)",
         type(parent).__name__,
         attr,
         runner.max_num_reqs,
+        wrapper.replay_rows,
         where,
         wrapper.extra_bytes() / 2**20,
+        "fused Triton" if state.step.fused else "PyTorch",
         settings.default or "standard unless a request asks",
     )
+
+
+def _runs_eagerly(vllm_config: Any) -> bool:
+    """True when the model's forward is neither compiled nor captured in CUDA graphs, so the
+    embedding wrapper may use shapes that change from step to step."""
+    if getattr(getattr(vllm_config, "model_config", None), "enforce_eager", False):
+        return True
+    compilation = getattr(vllm_config, "compilation_config", None)
+    mode = getattr(compilation, "mode", getattr(compilation, "level", None))
+    graphs = getattr(compilation, "cudagraph_mode", None)
+    return mode is not None and int(mode) == 0 and (graphs is None or int(graphs.value) == 0)
 
 
 def _unused_inputs_embeds(runner: Any, base: Any):

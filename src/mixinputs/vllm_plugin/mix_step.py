@@ -1,0 +1,139 @@
+"""Steps 3 and 4 of the sample hook, shared by both model runners (V1 and Model Runner V2).
+
+From the prior logits and the sampled tokens of the MoI rows to their mixtures, written into
+each request's slot row of ``MixedInputEmbedding``:
+
+3. Candidates ``top-K ∪ {y}`` at the engine's one width K (``MIXINPUTS_MAX_TOP_K``), then, for
+   sampling-prior rows, the sampler's own top-k / top-p masks, then each row cut to its own K.
+   One width for every batch makes a row's result independent of the rest of the batch.
+4. Weights and the mixture ``Σ w_i E[i]``, written into the slots.
+
+On CUDA (Triton present, a plain unquantized embedding on one rank) this runs as the fused step
+(``mixinputs.fused_step``: a blocked top-K pass over the logits and one mixing kernel that
+writes the slots directly); elsewhere as the PyTorch reference (``mixinputs.mixing``).
+No host sync either way, and no shape that depends on data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mixinputs.mixing import (
+    Candidates,
+    candidates_from_logits,
+    mix_rows,
+    mixture_weights,
+    restrict_to_row_k,
+    sampling_prior_masks,
+)
+from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
+
+
+@dataclass(frozen=True)
+class SamplerMasks:
+    """The sampler settings of this step's MoI rows, for the sampling prior."""
+
+    sampling: torch.Tensor  # [M] bool: rows whose prior is the sampler's distribution
+    top_k: torch.Tensor  # [M] long (0 = off)
+    top_p: torch.Tensor  # [M] float32 (1 = off)
+
+
+class MixStep:
+    """The mixing step of one engine: its width K, and the fused path when it applies."""
+
+    def __init__(self, embed: MixedInputEmbedding, width_k: int):
+        self.embed = embed
+        self.width_k = width_k
+        device = embed.slots.device
+        # The embedding matrix the fused CUDA step reads, or None to use the PyTorch reference.
+        self.fused_weight = fused_weight_of(embed.base, device, width_k)
+        num_slots = embed.slots.shape[0]
+        self.full_k = torch.full((num_slots,), width_k, dtype=torch.long, device=device)
+
+    @property
+    def fused(self) -> bool:
+        return self.fused_weight is not None
+
+    def mix_into_slots(
+        self,
+        prior: torch.Tensor,
+        sampled: torch.Tensor,
+        row_top_k: torch.Tensor | None,
+        masks: SamplerMasks | None,
+        beta: torch.Tensor,
+        direct: torch.Tensor,
+        slots: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix ``M`` rows into ``embed.slots[slots]``; returns (ids, weights) [M, K+1] for the
+        replay history.
+
+        ``prior`` [M, V] logits; ``sampled`` [M] long; ``row_top_k`` [M] long or None (every row
+        at the full width); ``beta`` [M] float32; ``direct`` [M] bool; ``slots`` [M] long.
+        """
+        k = self.width_k
+        if self.fused_weight is not None:
+            from mixinputs.fused_step import fused_candidates, fused_mix
+
+            cut = row_top_k if row_top_k is not None and masks is None else None
+            cands = fused_candidates(prior, sampled, self._k(cut, sampled), k)
+        else:
+            cut = None
+            cands = candidates_from_logits(prior, sampled, k)
+        if masks is not None:  # the sampler's masks need the uncut columns
+            scores = sampling_prior_masks(
+                cands.scores, prior, masks.sampling, masks.top_k, masks.top_p
+            )
+            cands = Candidates(cands.ids, scores)
+        if row_top_k is not None and cut is None:
+            cands = restrict_to_row_k(cands, row_top_k)
+        if self.fused_weight is not None:
+            weights, _ = fused_mix(
+                cands.ids,
+                cands.scores,
+                beta,
+                direct,
+                self.fused_weight,
+                out=self.embed.slots,
+                out_rows=slots,
+            )
+            return cands.ids, weights
+        weights = mixture_weights(cands.scores, beta, direct)  # [M, K+1] float32
+        mixed = mix_rows(weights, self.embed.base(cands.ids))  # [M, D]
+        self.embed.slots.index_copy_(0, slots, mixed.to(self.embed.slots.dtype))
+        return cands.ids, weights
+
+    def _k(self, row_top_k: torch.Tensor | None, sampled: torch.Tensor) -> torch.Tensor:
+        return self.full_k[: sampled.shape[0]] if row_top_k is None else row_top_k
+
+
+def fused_weight_of(base: Any, device: torch.device, max_top_k: int) -> torch.Tensor | None:
+    """The plain [V, D] matrix behind ``base`` when the fused step can mix from it: Triton on
+    this device (CUDA; Triton's interpreter in tests), an unquantized embedding on one rank, and
+    a width the kernels take. Otherwise None: the PyTorch reference calls ``base`` itself."""
+    try:
+        from mixinputs.fused_step import MAX_TOP_K, fused_step_available
+    except ImportError:
+        return None
+    if not fused_step_available(device) or max_top_k > MAX_TOP_K:
+        return None
+    quant = getattr(base, "quant_method", None)
+    if quant is not None and type(quant).__name__ != "UnquantizedEmbeddingMethod":
+        return None
+    if getattr(base, "tp_size", 1) != 1:  # vocab-parallel shards: the reference all-reduces
+        return None
+    weight = getattr(base, "weight", None)
+    plain = (
+        isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+        and weight.is_floating_point()
+        and weight.stride(1) == 1
+        and weight.device == device
+    )
+    if plain:  # the module must look rows up as they are (no scaling, no transform)
+        with torch.no_grad():
+            probe = torch.arange(min(8, weight.shape[0]), device=device)
+            plain = torch.equal(base(probe), weight[probe])
+    return weight if plain else None
