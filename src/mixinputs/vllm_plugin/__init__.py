@@ -57,7 +57,9 @@ def register() -> None:
 
     def engine_refusal(vllm_config) -> str | None:
         if model_runner_v2.uses_v2_runner(vllm_config):
-            return f"Model Runner V2 is in use; unset {model_runner_v2.ENV} to serve MoI"
+            from mixinputs.vllm_plugin.v2_model_state import v2_unsupported_reason
+
+            return v2_unsupported_reason(vllm_config)
         return model_runner.unsupported_reason(vllm_config)
 
     request_validation.apply(settings, engine_refusal)

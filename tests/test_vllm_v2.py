@@ -1,0 +1,597 @@
+"""MoI on vLLM's Model Runner V2, on the CPU V2 runner (the embedded SmolLM2-135M, float32).
+
+vLLM's CPU V2 runner needs a Triton with a CPU backend, which no registry ships for this machine
+(vLLM refuses: "Model Runner V2 requires Triton."). The engine here runs vLLM's real V2 code with
+its Triton kernels executed by Triton's interpreter (``TRITON_INTERPRET=1``, a "cpu" backend entry
+registered so vLLM's check passes). That is slow (about a second a step), so every engine lives in
+its own process, started from this file (``python tests/test_vllm_v2.py``), and the test process
+stays free of the interpreter. One engine for the module, plus two short reference runs before it:
+vLLM V2 without the plugin (``VLLM_PLUGINS`` naming none), and the preemption batch on a cache
+large enough that nothing is preempted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+if __name__ != "__main__":
+    from tests.vllm_support import model_path, require_vllm
+
+
+MARK = "V2-RESULT:"
+ENGINE = {
+    "dtype": "float32",
+    "enforce_eager": True,
+    "gpu_memory_utilization": 0.15,
+    "kv_cache_memory_bytes": 64 << 20,  # in-process engines: vLLM's RSS-based sizing fails
+    "block_size": 32,  # the CPU attention backend's smallest
+    # Small (one block is vLLM's null block): the preemption batch does not fit, the others do.
+    "num_gpu_blocks_override": 8,
+    "max_model_len": 224,
+    "max_num_seqs": 6,
+    "max_num_batched_tokens": 64,  # long prompts go through chunked prefill
+    "enable_prefix_caching": True,
+    "seed": 0,
+    "disable_log_stats": True,
+    # The GPU kit's settings (CUDA graphs, async scheduling), when it runs this module.
+    **json.loads(os.environ.get("MIXINPUTS_TEST_ENGINE") or "{}"),
+}
+PROMPTS = [
+    "The capital of France is",
+    "Write a short poem about the sea:",
+    "1, 2, 3, 4,",
+    "Question: what is 17 + 25? Answer:",
+]
+MOI = {"mixinputs_beta": 1.0}
+PREEMPT_PROMPTS = [f"Story {i}: Once upon a time, in a village by the river," for i in range(4)]
+PREEMPT_EXTRAS = [MOI, None, {"mixinputs_beta": 0.5}, {"mixinputs_mode": "direct"}]
+PREEMPT_TOKENS = 40
+LONG_PROMPT = " ".join(f"Item {i} is a word about colour number {i}." for i in range(9))
+
+
+def greedy(extra=None, max_tokens=12, **kw) -> dict:
+    return {"max_tokens": max_tokens, "temperature": 0.0, "extra_args": extra, **kw}
+
+
+def batch(prompts, params) -> list[dict]:
+    return [{"prompt": p, "params": q} for p, q in zip(prompts, params, strict=True)]
+
+
+def preempt_batch() -> list[dict]:
+    params = [greedy(e, PREEMPT_TOKENS, ignore_eos=True) for e in PREEMPT_EXTRAS]
+    return batch(PREEMPT_PROMPTS, params)
+
+
+# -- the engine process -------------------------------------------------------------------------
+class V2Engine:
+    """A V2 engine in its own process; ``call`` sends one command and returns its answer."""
+
+    def __init__(self, env: dict[str, str], engine: dict, log: Path):
+        require_vllm()
+        full_env = {
+            **os.environ,
+            "VLLM_USE_V2_MODEL_RUNNER": "1",
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the shim must be in the engine's process
+            # No GPU: vLLM's Triton kernels run in Triton's interpreter.
+            "TRITON_INTERPRET": "0" if torch.cuda.is_available() else "1",
+            **env,
+        }
+        self.log = open(log, "w")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=full_env,
+            cwd=Path(__file__).parent.parent,
+        )
+        self.call({"op": "start", "model": model_path(), "engine": engine})
+
+    def call(self, command: dict):
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                answer = json.loads(line.removeprefix(MARK))
+                if "error" in answer:
+                    raise AssertionError(f"engine process: {answer['error']}")
+                return answer["result"]
+            self.log.write(line)  # vLLM logs to stdout
+        self.log.flush()
+        raise AssertionError(f"engine process died:\n{Path(self.log.name).read_text()[-4000:]}")
+
+    def generate(self, requests: list[dict], trace: Path | None = None) -> list[dict]:
+        return self.call({"op": "generate", "requests": requests, "trace": trace and str(trace)})
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(AssertionError):
+                self.call({"op": "quit"})
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def run_once(env: dict[str, str], engine: dict, runs: list[list[dict]], log: Path) -> list:
+    """Start an engine, run each batch of ``runs``, stop it: one engine alive at a time."""
+    e = V2Engine(env, engine, log)
+    try:
+        return [e.generate(r) for r in runs]
+    finally:
+        e.close()
+
+
+def ids(outputs: list[dict]) -> list[list[int]]:
+    return [o["token_ids"] for o in outputs]
+
+
+# -- fixtures: two reference runs, then the module's engine ------------------------------------
+STANDARD_RUN = batch(PROMPTS, [greedy() for _ in PROMPTS])
+SEEDED_RUN = batch(PROMPTS[:2], [{"max_tokens": 12, "temperature": 0.8, "seed": 7}] * 2)
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("v2-logs")
+
+
+@pytest.fixture(scope="module")
+def no_plugin(logs):
+    """The standard batches on vLLM V2 without the plugin."""
+    runs = [STANDARD_RUN, SEEDED_RUN]
+    return run_once({"VLLM_PLUGINS": "none-at-all"}, ENGINE, runs, logs / "no-plugin.log")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(logs, no_plugin):
+    """The preemption batch with the plugin on a cache where nothing is preempted."""
+    roomy = {**ENGINE, "num_gpu_blocks_override": 64}
+    return run_once({}, roomy, [preempt_batch()], logs / "uninterrupted.log")[0]
+
+
+@pytest.fixture(scope="module")
+def engine(logs, no_plugin, uninterrupted):
+    e = V2Engine({}, ENGINE, logs / "engine.log")
+    yield e
+    e.close()
+
+
+# -- engine tests ------------------------------------------------------------------------------
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_v2_runner_serves_with_the_moi_model_state(engine):
+    info = engine.call({"op": "summary"})
+    # V2's runners live in vllm/v1/worker/{gpu,cpu}/model_runner.py (V1's in gpu_model_runner.py).
+    assert info["runner_module"] in (
+        "vllm.v1.worker.cpu.model_runner",
+        "vllm.v1.worker.gpu.model_runner",
+    )
+    assert info["model_state"] == "MoIModelState"
+    assert info["inner_model_state"] == "DefaultModelState"
+    assert info["sampler"] == "MoISampler"
+    assert info["embedding"] == "MixedInputEmbedding"
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_standard_requests_equal_vllm_v2_without_the_plugin(engine, no_plugin):
+    assert ids(engine.generate(STANDARD_RUN)) == ids(no_plugin[0])
+    assert ids(engine.generate(SEEDED_RUN)) == ids(no_plugin[1])
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_mixed_batch_isolation(engine, no_plugin):
+    mixed = ids(engine.generate(batch(PROMPTS, [greedy(), greedy(MOI), greedy(), greedy(MOI)])))
+    all_moi = ids(engine.generate(batch(PROMPTS, [greedy(MOI)] * 4)))
+    reference = ids(no_plugin[0])
+    assert mixed[0] == reference[0] and mixed[2] == reference[2]
+    assert mixed[1] == all_moi[1] and mixed[3] == all_moi[3]
+    assert mixed[1] != reference[1] or mixed[3] != reference[3], "MoI changed nothing"
+    inf = ids(engine.generate(batch(PROMPTS, [greedy({"mixinputs_beta": "inf"})] * 4)))
+    assert inf == reference  # beta = inf feeds exactly E[y]
+
+
+def _check_trace(path: Path) -> tuple[int, int, list[dict]]:
+    """Every mixture equals ``mix_embeddings`` on the same logits, and every forward fed exactly
+    the newest mixture of each MoI request. Returns (mixtures checked, feeds checked, records)."""
+    from mixinputs import mix_embeddings
+
+    data = torch.load(path)
+    weight = data["weight"]
+    newest: dict[str, torch.Tensor] = {}
+    mixed = fed = 0
+    for rec in data["records"]:
+        if "fed" in rec:
+            for req_id, row in rec["fed"].items():
+                torch.testing.assert_close(row, newest[req_id], rtol=0, atol=0)
+                fed += 1
+            continue
+        for i, req_id in enumerate(rec["req_ids"]):
+            expected = mix_embeddings(
+                rec["prior"][i : i + 1],
+                rec["sampled"][i : i + 1],
+                weight,
+                rec["beta"][i : i + 1],
+                mode=rec["direct"][i : i + 1],
+                top_k=int(rec["top_k"][i]),
+            )[0]
+            torch.testing.assert_close(rec["mixed"][i], expected, rtol=1e-5, atol=1e-6)
+            newest[req_id] = rec["mixed"][i]
+            mixed += 1
+    return mixed, fed, [r for r in data["records"] if "fed" not in r]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_fed_embeddings_equal_mix_embeddings(engine, tmp_path):
+    params = [greedy({"mixinputs_beta": b}, 8, ignore_eos=True) for b in (0.5, 1.0, 4.0)]
+    params.append(greedy({"mixinputs_mode": "direct", "mixinputs_top_k": 5}, 8, ignore_eos=True))
+    engine.generate(batch(PROMPTS, params), trace=tmp_path / "trace.pt")
+    mixed, fed, _ = _check_trace(tmp_path / "trace.pt")
+    assert mixed == 4 * 8
+    assert fed == 4 * 7  # the last mixture of each request is never fed: it has finished
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_chunked_prefill_mixes_only_generated_tokens(engine, tmp_path):
+    run = batch([LONG_PROMPT], [greedy(MOI, 6, ignore_eos=True)])
+    out = engine.generate(run, trace=tmp_path / "trace.pt")
+    assert out[0]["num_prompt_tokens"] > ENGINE["max_num_batched_tokens"]
+    mixed, fed, records = _check_trace(tmp_path / "trace.pt")
+    assert [r["js"] for r in records] == [[j] for j in range(6)]  # no partial-chunk samples
+    assert mixed == 6 and fed == 5
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_prefix_cache_never_serves_mixed_kv_to_standard_requests(engine):
+    block = engine.call({"op": "summary"})["block_size"]
+    text = " ".join(f"Entry {i}: field {i * 7 % 13} holds {i * 31 % 97}." for i in range(20))
+    prompt_ids = engine.call({"op": "tokenize", "text": text})[: 2 * block + 5]
+    moi = [{"prompt_token_ids": prompt_ids, "params": greedy(MOI, 2 * block)}]
+    generated = engine.generate(moi)[0]["token_ids"]
+    follow = [{"prompt_token_ids": prompt_ids + generated, "params": greedy(None, 2)}]
+    cached = engine.generate(follow)[0]["num_cached_tokens"]
+    assert cached <= len(prompt_ids), "KV built from mixtures was served to a standard request"
+    assert cached >= 2 * block, "prompt blocks should still be shared"
+    assert engine.generate(moi)[0]["token_ids"] == generated
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_preempted_requests_resume_equal_to_uninterrupted_ones(engine, uninterrupted):
+    before = engine.call({"op": "summary"})["replayed"]
+    out = engine.generate(preempt_batch())
+    info = engine.call({"op": "summary"})
+    assert info["replayed"] > before, "no MoI request was preempted and resumed"
+    for i, (got, want) in enumerate(zip(ids(out), ids(uninterrupted), strict=True)):
+        assert got == want, f"request {i} ({PREEMPT_EXTRAS[i]}) diverged after preemption"
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_sampling_prior_greedy_is_standard(engine, no_plugin):
+    prior = {"mixinputs_beta": 1.0, "mixinputs_prior": "sampling"}
+    out = ids(engine.generate(batch(PROMPTS, [greedy(prior)] * 4)))
+    assert out == ids(no_plugin[0])  # a greedy draw is a point mass on y: E[y] exactly
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_bad_request_fields_are_rejected_and_the_engine_keeps_serving(engine, no_plugin):
+    bad = batch(PROMPTS[:1], [greedy({"mixinputs_beta": -2})])
+    with pytest.raises(AssertionError, match="mixinputs_beta"):
+        engine.generate(bad)
+    assert ids(engine.generate(batch(PROMPTS[:1], [greedy()]))) == ids(no_plugin[0])[:1]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_state_is_freed_after_every_request(engine):
+    info = engine.call({"op": "summary"})
+    assert info["moi_slots"] == 0 and info["parked"] == 0 and info["pending"] == 0
+
+
+# -- the V2 state with fakes of V2's batch (fast, no engine) ------------------------------------
+class FakeBatch:
+    """The fields of V2's ``InputBatch`` the plugin reads."""
+
+    def __init__(self, req_ids, slots, computed, scheduled, prefill):
+        self.req_ids = list(req_ids)
+        self.num_reqs = len(req_ids)
+        self.idx_mapping_np = np.array(slots)
+        self.num_computed_tokens_np = np.array(computed, dtype=np.int32)
+        self.num_scheduled_tokens = np.array(scheduled, dtype=np.int32)
+        self.query_start_loc_np = np.concatenate([[0], np.cumsum(scheduled)]).astype(np.int32)
+        self.prefill_len_np = np.array(prefill, dtype=np.int32)
+
+
+class FakeRequestStates:
+    def __init__(self, num_slots):
+        self.req_id_to_index = {}
+        self.prompt_len = type("Uva", (), {"np": np.zeros(num_slots, dtype=np.int32)})()
+
+    def add(self, req_id, slot, prompt_len):
+        self.req_id_to_index[req_id] = slot
+        self.prompt_len.np[slot] = prompt_len
+
+
+def params(extra=None, temperature=0.0, top_k=0, top_p=1.0):
+    return SimpleNamespace(extra_args=extra, temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def new_state(num_slots=4, vocab=64, hidden=8, max_top_k=20):
+    from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
+    from mixinputs.vllm_plugin.v2_state import V2MoIState
+
+    torch.manual_seed(0)
+    embed = MixedInputEmbedding(torch.nn.Embedding(vocab, hidden), num_slots, 32)
+    return V2MoIState(embed, None, max_top_k)
+
+
+def test_plan_feeds_newest_mixtures_of_decoding_moi_rows_only():
+    state, reqs = new_state(), FakeRequestStates(4)
+    for req_id, slot, extra in (("a", 3, MOI), ("b", 1, None), ("c", 0, MOI)):
+        reqs.add(req_id, slot, prompt_len=5)
+        state.add_request(slot, req_id, params(extra))
+    # a decodes (position 7), b decodes, c is in its prefill's last chunk (positions 3, 4).
+    batch = FakeBatch(["a", "b", "c"], [3, 1, 0], [7, 6, 3], [1, 1, 2], [5, 5, 5])
+    state.plan_step(batch, reqs)
+    assert state.embed.newest_pos.tolist() == [0, 0, 0, 1]  # slot 3 feeds flattened token 0
+    plan = state.plan
+    assert plan.rows.tolist() == [0, 2] and plan.slots.tolist() == [3, 0]
+    assert plan.js.tolist() == [3, 0]  # a samples output 3 (position 8), c its first output
+    # A dummy batch (profiling, graph capture) reuses slot numbers under made-up ids.
+    state.plan_step(FakeBatch(["dummy_0"], [3], [0], [1], [1]), reqs)
+    assert state.plan is None and state.embed.newest_pos.tolist() == [0, 0, 0, 0]
+
+
+def test_partial_prefill_chunks_do_not_sample_and_replays_rebuild_history():
+    from mixinputs.mixing import mix_rows
+
+    state, reqs = new_state(), FakeRequestStates(4)
+    reqs.add("a", 2, prompt_len=4)
+    state.add_request(2, "a", params(MOI))
+    history = state.holder[2].history
+    rng = np.random.default_rng(0)
+    for j in range(3):  # outputs 0..2 were mixed before a preemption
+        w = rng.random(state.width).astype(np.float32)
+        history.record(j, rng.integers(0, 64, state.width), w / w.sum())
+    # Resumed: prefill = prompt (4) + 3 outputs; this chunk computes positions 2..5.
+    state.plan_step(FakeBatch(["a"], [2], [2], [4], [7]), reqs)
+    assert state.plan is None  # position 5 < prefill 7: the sample is dropped
+    assert state.embed.replay_count == 2 and state.embed.replay_pos[:2].tolist() == [3, 4]
+    ids = torch.from_numpy(history.ids[:2]).long()
+    expected = mix_rows(torch.from_numpy(history.w[:2]), state.embed.base(ids))
+    torch.testing.assert_close(state.embed.replay[:2], expected)
+    # Next chunk: position 6 (output 2) replays, and the sample (output 3) is kept.
+    state.plan_step(FakeBatch(["a"], [2], [6], [1], [7]), reqs)
+    assert state.embed.replay_pos[:1].tolist() == [1] and state.plan.js.tolist() == [3]
+
+
+def test_mixture_equals_mix_embeddings_and_is_recorded():
+    from mixinputs import mix_embeddings
+
+    state, reqs = new_state(), FakeRequestStates(4)
+    configs = [("a", 1, {"mixinputs_beta": 0.5, "mixinputs_top_k": 3}), ("b", 2, MOI)]
+    for req_id, slot, extra in configs:
+        reqs.add(req_id, slot, prompt_len=3)
+        state.add_request(slot, req_id, params(extra))
+    batch = FakeBatch(["a", "b"], [1, 2], [4, 5], [1, 1], [3, 3])
+    state.plan_step(batch, reqs)
+    plan = state.take_plan(batch)
+    logits = torch.randn(2, 64)
+    sampled = torch.tensor([[7], [9]])
+    state.mix_after_sampling(plan, logits.clone(), sampled)
+    weight = state.embed.base.weight
+    for row, (beta, k, slot) in enumerate(((0.5, 3, 1), (1.0, 20, 2))):
+        expected = mix_embeddings(logits[row : row + 1], sampled[row, :1], weight, beta, top_k=k)
+        torch.testing.assert_close(state.embed.slots[slot], expected[0])
+    assert state.holder[1].history.length == 3  # output j = 4 + 1 - 3 = 2 recorded
+    assert state.holder[1].history.w[2].sum() == pytest.approx(1.0)
+
+
+def test_preempted_history_is_parked_and_finished_requests_are_forgotten():
+    state, reqs = new_state(), FakeRequestStates(4)
+    reqs.add("a", 0, prompt_len=3)
+    state.add_request(0, "a", params(MOI))
+    state.holder[0].history.record(0, np.arange(state.width), np.ones(state.width) / state.width)
+    state.preempting = frozenset({"a"})
+    state.remove_request("a")
+    state.preempting = frozenset()
+    assert state.parked["a"].length == 1 and not state.is_moi.any()
+    state.add_request(3, "a", params(MOI))  # back, in another slot, with its history
+    assert state.holder[3].history.length == 1 and not state.parked
+    state.remove_request("a")  # finished
+    assert not state.parked and not state.slot_of
+    state.add_request(0, "b", params(MOI))
+    state.preempting = frozenset({"b"})
+    state.remove_request("b")
+    state.preempting = frozenset()
+    state.remove_request("b")  # V2 removes every new request before adding it
+    assert "b" in state.parked
+    state.forget({"b"})  # aborted while preempted
+    assert not state.parked
+
+
+def test_sampler_keeps_the_raw_logits_the_base_sampler_edits_in_place():
+    from mixinputs import mix_embeddings
+    from mixinputs.vllm_plugin.v2_model_state import MoISampler
+
+    class EditingSampler:  # V2 0.26's sampler edits the logits in place
+        def __call__(self, logits, input_batch):
+            sampled = logits.argmax(dim=-1, keepdim=True)
+            logits.mul_(-1.0)
+            return SimpleNamespace(sampled_token_ids=sampled)
+
+    state, reqs = new_state(), FakeRequestStates(4)
+    reqs.add("a", 2, prompt_len=3)
+    state.add_request(2, "a", params(MOI))
+    sampler = MoISampler(EditingSampler(), state)
+    batch = FakeBatch(["a"], [2], [3], [1], [3])
+    state.plan_step(batch, reqs)
+    logits = torch.randn(1, 64)
+    raw = logits.clone()
+    out = sampler(logits, batch)
+    expected = mix_embeddings(raw, out.sampled_token_ids[:, 0], state.embed.base.weight, 1.0)
+    torch.testing.assert_close(state.embed.slots[2], expected[0])
+    # Another batch (a dummy sampler run) never uses the plan.
+    assert sampler(torch.randn(1, 64), FakeBatch(["x"], [2], [0], [1], [1])) is not None
+
+
+def test_model_state_wrapper_delegates_and_yields_to_a_custom_sampler():
+    from mixinputs.vllm_plugin.v2_model_state import MoIModelState, MoISampler
+
+    class Inner:
+        max_num_reqs = 4
+
+        def custom_sampler(self, sampler):
+            return None
+
+    state = new_state()
+    wrapper = MoIModelState(Inner(), state)
+    wrapper._mamba_ctx = "set"  # vLLM resets attributes of its model state
+    assert wrapper._inner._mamba_ctx == "set" and wrapper.max_num_reqs == 4
+    sampler, rejection = wrapper.custom_sampler(object())
+    assert isinstance(sampler, MoISampler) and rejection is None
+    Inner.custom_sampler = lambda self, sampler: ("theirs", None)
+    assert MoIModelState(Inner(), state).custom_sampler(object()) == ("theirs", None)
+    state.add_request(0, "m", params(MOI))
+    assert state.disabled and not state.is_moi.any()
+
+
+# -- the engine process's side ------------------------------------------------------------------
+def _register_interpreted_triton_backend() -> None:
+    """Let vLLM see a Triton CPU backend; kernels then run in Triton's interpreter."""
+    from triton.backends import Backend, backends
+    from triton.backends.nvidia.compiler import CUDABackend
+
+    class InterpreterDriver:
+        @classmethod
+        def is_active(cls) -> bool:
+            return False
+
+    backends.setdefault("cpu", Backend(compiler=CUDABackend, driver=InterpreterDriver))
+
+
+def _runner(llm):
+    core = llm.llm_engine.engine_core.engine_core
+    return core.model_executor.driver_worker.worker.model_runner
+
+
+def _summary(llm) -> dict:
+    runner = _runner(llm)
+    state = runner.model_state
+    info = {
+        "runner": type(runner).__name__,
+        "runner_module": type(runner).__module__,
+        "model_state": type(state).__name__,
+        "inner_model_state": type(getattr(state, "_inner", state)).__name__,
+        "sampler": type(runner.sampler).__name__,
+        "embedding": type(runner.model.model.embed_tokens).__name__,
+        "block_size": llm.llm_engine.vllm_config.cache_config.block_size,
+    }
+    moi = getattr(state, "mixinputs", None)
+    if moi is not None:
+        info.update(
+            moi_slots=int(moi.is_moi.sum()),
+            parked=len(moi.parked),
+            pending=len(moi._pending),
+            replayed=moi.num_replayed,
+        )
+    return info
+
+
+def _generate(llm, command: dict) -> list[dict]:
+    from vllm import SamplingParams
+
+    prompts = [
+        {"prompt_token_ids": r["prompt_token_ids"]} if "prompt_token_ids" in r else r["prompt"]
+        for r in command["requests"]
+    ]
+    params = [SamplingParams(**r["params"]) for r in command["requests"]]
+    moi = getattr(_runner(llm).model_state, "mixinputs", None)
+    hook = None
+    if command.get("trace"):
+        moi.trace = []
+        embed = moi.embed
+
+        def record_fed(module, args, output):
+            rows = {}
+            for slot in torch.nonzero(module.newest_pos).flatten().tolist():
+                holder = moi.holder[slot]
+                position = int(module.newest_pos[slot]) - 1
+                rows[holder.req_id] = output.reshape(-1, output.shape[-1])[position].clone()
+            if rows:
+                moi.trace.append({"fed": rows})
+
+        hook = embed.register_forward_hook(record_fed)
+    try:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+    finally:
+        if hook is not None:
+            hook.remove()
+    if command.get("trace"):
+        weight = moi.embed.base.weight.detach().clone()
+        torch.save({"records": moi.trace, "weight": weight}, command["trace"])
+        moi.trace = None
+    return [
+        {
+            "token_ids": list(o.outputs[0].token_ids),
+            "text": o.outputs[0].text,
+            "num_cached_tokens": o.num_cached_tokens or 0,
+            "num_prompt_tokens": len(o.prompt_token_ids),
+        }
+        for o in outputs
+    ]
+
+
+def _serve() -> None:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        _register_interpreted_triton_backend()
+    llm = None
+    for line in sys.stdin:
+        command = json.loads(line)
+        try:
+            op = command["op"]
+            if op == "start":
+                from vllm import LLM
+
+                llm = LLM(model=command["model"], **command["engine"])
+                result = None
+            elif op == "generate":
+                result = _generate(llm, command)
+            elif op == "summary":
+                result = _summary(llm)
+            elif op == "tokenize":
+                result = llm.get_tokenizer()(command["text"]).input_ids
+            elif op == "quit":
+                print(MARK + json.dumps({"result": None}), flush=True)
+                break
+            answer = {"result": result}
+        except Exception as e:  # the test process shows it
+            import traceback
+
+            answer = {"error": f"{e!r}\n{traceback.format_exc()}"}
+        print(MARK + json.dumps(answer), flush=True)
+    if llm is not None:
+        llm.llm_engine.engine_core.shutdown()
+
+
+if __name__ == "__main__":
+    _serve()
