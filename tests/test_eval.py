@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixinputs.backends import Completion, SamplingSettings
+from mixinputs.config import MoIConfig
 from mixinputs.eval import countdown, gpqa, report, runner
 from mixinputs.eval import math as math_eval
 from mixinputs.eval.tasks import TASKS, get_task
@@ -16,32 +17,71 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # -- Count Down -----------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "completion, numbers, target, expected",
-    [
-        ("<answer>(44 - 19) * 3 + 1</answer>", [19, 44, 3, 1], 76, True),
-        ("<think>try</think> <answer> 44 - 19 + 3 + 1 = 29 </answer>", [19, 44, 3, 1], 29, True),
-        (r"so the equation is $\boxed{(6 \times 4) \div 2 + 1}$", [6, 4, 2, 1], 13, True),
-        ("<answer>100 / 4 - 3 * 5</answer>", [100, 4, 3, 5], 10, True),
-        ("<answer>(8 / 3) * 3 + 0</answer>", [8, 3, 3, 0], 8, True),  # exact fractions
-        ("<answer>1</answer><answer>(1 + 2) * 3 - 4</answer>", [1, 2, 3, 4], 5, True),  # last tag
-        ("<answer>44 - 19 + 3</answer>", [19, 44, 3, 1], 28, False),  # a number missing
-        ("<answer>44 - 19 + 3 + 3</answer>", [19, 44, 3, 1], 31, False),  # a number reused
-        ("<answer>(44 - 19) * 3 + 2</answer>", [19, 44, 3, 1], 77, False),  # a foreign number
-        ("<answer>(1 + 2) / (3 - 3)</answer>", [1, 2, 3, 3], 0, False),  # division by zero
-        ("<answer>2 ** 3 + 1 - 1</answer>", [2, 3, 1, 1], 8, False),  # power is not allowed
-        ("<answer>-1 + 2 + 3 + 4</answer>", [1, 2, 3, 4], 8, False),  # no unary minus
-        ("<answer>__import__('os').system('echo hi')</answer>", [1, 2, 3, 4], 0, False),
-        ("<answer>(lambda: 1)()</answer>", [1, 2, 3, 4], 1, False),
-        ("<answer>1.5 * 2 + 3 + 4</answer>", [1, 2, 3, 4], 10, False),  # floats are not given
-        ("<answer>" + "(" * 300 + "1" + ")" * 300 + "</answer>", [1], 1, False),  # too long
-        ("the answer is 1 + 2 + 3 + 4", [1, 2, 3, 4], 10, False),  # no tags, no box
-        ("<answer></answer>", [1, 2, 3, 4], 10, False),
-        ("<answer>(1 + 2</answer>", [1, 2, 3, 4], 3, False),  # syntax error
-    ],
-)
-def test_countdown_score(completion, numbers, target, expected):
-    assert countdown.score(completion, numbers, target) is expected
+# (completion, numbers, target, correct under "tinyzero" (the paper's rule), under "lenient")
+COUNTDOWN_CASES = [
+    ("<answer>(44 - 19) * 3 + 1</answer>", [19, 44, 3, 1], 76, True, True),
+    ("<think>try</think> <answer> 44 - 19 + 3 + 1 = 29 </answer>", [19, 44, 3, 1], 29, True, True),
+    ("<answer>100 / 4 - 3 * 5</answer>", [100, 4, 3, 5], 10, True, True),
+    ("<answer>(8 / 3) * 3 + 0</answer>", [8, 3, 3, 0], 8, True, True),  # 8.000000000000002
+    ("<answer>1</answer><answer>(1 + 2) * 3 - 4</answer>", [1, 2, 3, 4], 5, True, True),
+    ("<answer>\n(1 + 2)\n* 3 - 4\n</answer>", [1, 2, 3, 4], 5, True, False),  # newlines
+    # LaTeX and Unicode operators: the paper's rule scores them 0.
+    (r"so the equation is $\boxed{(6 \times 4) \div 2 + 1}$", [6, 4, 2, 1], 13, False, True),
+    ("<answer>(6 × 4) / 2 + 1</answer>", [6, 4, 2, 1], 13, False, True),
+    (r"<answer>6 \cdot 4 / 2 + 1</answer>", [6, 4, 2, 1], 13, False, True),
+    # Both tags: the last \boxed{} overrides the <answer>.
+    (r"<answer>(1 + 2) * 3 - 4</answer> So: \boxed{1 + 2 + 3 + 4}", [1, 2, 3, 4], 5, False, True),
+    (r"<answer>1 + 2 + 3 + 4</answer> \boxed{(1 + 2) * 3 - 4}", [1, 2, 3, 4], 5, True, False),
+    # \boxed{...} ends at the first "}" under the paper's rule.
+    (r"\boxed{{(1 + 2) * 3 - 4}}", [1, 2, 3, 4], 5, False, False),
+    # "=" in the answer: the left side counts, whatever the right side says.
+    ("<answer>(1 + 2) * 3 - 4 = 5</answer>", [1, 2, 3, 4], 5, True, True),
+    ("<answer>(1 + 2) * 3 - 4 = 6</answer>", [1, 2, 3, 4], 5, True, True),
+    ("<answer>5 = (1 + 2) * 3 - 4</answer>", [1, 2, 3, 4], 5, False, False),
+    # A truncated \boxed{ (cut off at max_tokens): the earlier <answer> stands (paper's rule).
+    (r"<answer>(1 + 2) * 3 - 4</answer> so \boxed{(1 + 2) * 3", [1, 2, 3, 4], 5, True, True),
+    (r"so \boxed{(1 + 2) * 3 - 4", [1, 2, 3, 4], 5, False, False),
+    # Repeated, missing and foreign numbers.
+    ("<answer>44 - 19 + 3</answer>", [19, 44, 3, 1], 28, False, False),  # a number missing
+    ("<answer>44 - 19 + 3 + 3</answer>", [19, 44, 3, 1], 31, False, False),  # a number reused
+    ("<answer>3 * 3 + 3 - 1</answer>", [3, 3, 3, 1], 11, True, True),  # given twice, used twice
+    ("<answer>(44 - 19) * 3 + 2</answer>", [19, 44, 3, 1], 77, False, False),  # a foreign number
+    # Division by zero, powers and huge exponents.
+    ("<answer>(1 + 2) / (3 - 3)</answer>", [1, 2, 3, 3], 0, False, False),
+    ("<answer>2 ** 3 + 1 - 1</answer>", [2, 3, 1, 1], 8, True, False),  # ** passes its charset
+    ("<answer>9 ** 9 ** 9 - 1</answer>", [9, 9, 9, 1], 8, False, False),  # must not hang
+    ("<answer>99 ** 99 ** 99 // 1</answer>", [99, 99, 99, 1], 1, False, False),
+    ("<answer>7 // 2 + 1 + 1</answer>", [7, 2, 1, 1], 5, True, False),
+    # Signs, decimals, digit groups.
+    ("<answer>-1 + 2 + 3 + 4</answer>", [1, 2, 3, 4], 8, True, False),  # unary minus
+    ("<answer>1.5 * 2 + 3 + 4</answer>", [1, 2, 3, 4], 10, False, False),  # 1.5 is not given
+    ("<answer>1,000 - 1 + 2 - 3</answer>", [1000, 1, 2, 3], 998, True, False),
+    # Not arithmetic at all.
+    ("<answer>__import__('os').system('echo hi')</answer>", [1, 2, 3, 4], 0, False, False),
+    ("<answer>(lambda: 1)()</answer>", [1, 2, 3, 4], 1, False, False),
+    ("<answer>" + "(" * 300 + "1" + ")" * 300 + "</answer>", [1], 1, False, False),  # too deep
+    ("the answer is 1 + 2 + 3 + 4", [1, 2, 3, 4], 10, False, False),  # no tags, no box
+    ("<answer></answer>", [1, 2, 3, 4], 10, False, False),
+    ("<answer>(1 + 2</answer>", [1, 2, 3, 4], 3, False, False),  # syntax error
+    ("<ANSWER>1 + 2 + 3 + 4</ANSWER>", [1, 2, 3, 4], 10, False, True),  # the tag is lower case
+]
+
+
+@pytest.mark.parametrize("completion, numbers, target, tinyzero, lenient", COUNTDOWN_CASES)
+def test_countdown_score(completion, numbers, target, tinyzero, lenient):
+    assert countdown.score(completion, numbers, target) is tinyzero  # the default: the paper's
+    assert countdown.score(completion, numbers, target, scoring="tinyzero") is tinyzero
+    assert countdown.score(completion, numbers, target, scoring="lenient") is lenient
+
+
+def test_countdown_tinyzero_extraction_and_unknown_scoring():
+    assert countdown.extract_expression(r"<answer>1+2</answer> \boxed{3 = 3}") == "3"
+    assert countdown.extract_expression(r"\boxed{\frac{1}{2}}") == r"\frac{1"
+    assert countdown.extract_expression("no answer") is None
+    assert countdown.evaluate_tinyzero("2 ** 10") == 1024
+    assert countdown.evaluate_tinyzero("2 ** 2 ** 30") is None  # 2**30 bits: refused, not run
+    with pytest.raises(ValueError, match="unknown Count Down scoring 'strict'"):
+        countdown.score("<answer>1</answer>", [1], 1, scoring="strict")
 
 
 def test_countdown_generator_is_deterministic_and_solvable():
@@ -142,12 +182,14 @@ def test_shipped_tasks_load():
 # -- runs and the report ------------------------------------------------------------------------
 class EchoSolver:
     """A deterministic backend for the run logic: answers Count Down with the known solution when
-    MoI is on, a wrong equation otherwise; counts its calls."""
+    MoI is on, a wrong equation otherwise; records each submission's size, and finishes requests
+    in reverse order (so records must be matched by index, not by position)."""
 
     name, model = "echo", "echo"
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, interrupt_after: int | None = None):
+        self.submissions: list[int] = []
+        self.interrupt_after = interrupt_after
         self.solutions = {
             f"{list(i.numbers)}|{i.target}": i.solution for i in countdown.generate(50, seed=0)
         }
@@ -156,18 +198,24 @@ class EchoSolver:
         return f"<user>{message}</user>"
 
     def generate(self, prompts: list[str], settings: SamplingSettings) -> list[Completion]:
-        self.calls += 1
-        out = []
-        for p in prompts:
-            key = (
-                p.split("Using the numbers ")[1].split(", create")[0]
-                + "|"
-                + p.split("equals ")[1].split(".")[0]
-            )
-            good = settings.moi is not None and (settings.seed or 0) % 2 == 0
-            answer = self.solutions[key] if good else "1 + 1"
-            out.append(Completion(f"<answer>{answer}</answer>", 7))
-        return out
+        return [self._answer(p, settings) for p in prompts]
+
+    def generate_stream(self, requests):
+        self.submissions.append(len(requests))
+        for n, index in enumerate(reversed(range(len(requests)))):
+            if self.interrupt_after is not None and n == self.interrupt_after:
+                raise KeyboardInterrupt
+            yield index, self._answer(*requests[index])
+
+    def _answer(self, prompt: str, settings: SamplingSettings) -> Completion:
+        key = (
+            prompt.split("Using the numbers ")[1].split(", create")[0]
+            + "|"
+            + prompt.split("equals ")[1].split(".")[0]
+        )
+        good = settings.moi is not None and (settings.seed or 0) % 2 == 0
+        answer = self.solutions[key] if good else "1 + 1"
+        return Completion(f"<answer>{answer}</answer>", 7)
 
 
 def run_countdown(out, backend=None, **kw):
@@ -182,16 +230,18 @@ def run_countdown(out, backend=None, **kw):
     return runner.run_task(get_task("countdown"), backend or EchoSolver(), out, **options)
 
 
-def test_run_writes_records_and_resumes(tmp_path):
+def test_run_is_one_submission_and_resumes(tmp_path):
     out = tmp_path / "run.jsonl"
     configs = runner.plan_configs([0.5, 2.0], [0.6], [0.95])
     backend = EchoSolver()
-    added = run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5, batch_size=2)
+    added = run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5)
     assert added == 3 * 2 * 5
+    assert backend.submissions == [30]  # every config and seed in one submission
     records = runner.read_records(out)
     assert len(records) == 30
     r = records[0]
     assert r["prompt"].startswith("<user>Using the numbers") and r["tokens"] == 7
+    assert r["scoring"] == "tinyzero"
     assert set(r) >= {
         "task",
         "item_id",
@@ -203,15 +253,43 @@ def test_run_writes_records_and_resumes(tmp_path):
         "correct",
         "tokens",
     }
+    for r in records:  # each record carries its own sample's answer, whatever the finish order
+        assert r["correct"] is (r["config"]["method"] == "moi" and r["seed"] == 0)
     # Interrupt: drop the last records and cut a line in half, then resume.
     lines = out.read_text().splitlines()
     out.write_text("\n".join(lines[:-4]) + "\n" + lines[-4][:20])
-    calls = backend.calls
-    added = run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5, batch_size=2)
-    assert added == 4 and backend.calls - calls <= 2
+    added = run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5)
+    assert added == 4 and backend.submissions[-1] == 4
     keys = [(r["item_id"], r["config_key"], r["seed"]) for r in runner.read_records(out)]
     assert len(keys) == len(set(keys)) == 30
     assert run_countdown(out, backend, configs=configs, seeds=[0, 1], limit=5) == 0
+    assert len(backend.submissions) == 2  # nothing left: nothing submitted
+
+
+def test_records_are_written_as_samples_finish(tmp_path):
+    out = tmp_path / "run.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_countdown(out, EchoSolver(interrupt_after=4), limit=5)
+    assert len(runner.read_records(out)) == 4  # what finished before the interrupt is kept
+    assert run_countdown(out, EchoSolver(), limit=5) == 10 - 4
+
+
+def test_scoring_is_named_switchable_and_never_mixed(tmp_path):
+    out = tmp_path / "run.jsonl"
+    latex = EchoSolver()
+    latex._answer = lambda prompt, settings: Completion(r"<answer>3 \times 1</answer>", 5)
+    run_countdown(out, latex, scoring="lenient")
+    records = runner.read_records(out)
+    assert {r["scoring"] for r in records} == {"lenient"}
+    table = report.markdown(records)
+    assert "countdown (lenient)" in table and "not the paper's rule" in table
+    with pytest.raises(ValueError, match="scored 'lenient', not 'tinyzero'"):
+        run_countdown(out, EchoSolver())  # resuming under another scoring would mix them
+    assert runner.rescore(out, scoring="tinyzero") == (6, 0)
+    assert {r["scoring"] for r in runner.read_records(out)} == {"tinyzero"}
+    assert "countdown (tinyzero)" in report.markdown(runner.read_records(out))
+    with pytest.raises(ValueError, match="no task here has the scoring 'sandbox'"):
+        run_countdown(out, EchoSolver(), scoring="sandbox")
 
 
 def test_report_statistics(tmp_path):
@@ -223,6 +301,7 @@ def test_report_statistics(tmp_path):
     accs = {a.config_key: a for a in report.accuracies(records)}
     moi, std = accs["moi|beta=1|T=0.6|top_p=0.95"], accs["standard|T=0.6|top_p=0.95"]
     assert (moi.correct, moi.n, std.correct, std.n) == (10, 20, 0, 20)
+    assert moi.task == "countdown (tinyzero)"
     wilson = binomtest(10, 20).proportion_ci(method="wilson")
     assert (moi.low, moi.high) == pytest.approx((wilson.low, wilson.high))
     (pair,) = report.paired(records)
@@ -232,6 +311,7 @@ def test_report_statistics(tmp_path):
     assert pair.low < 0.5 < pair.high or pair.low == pair.high == 0.5
     table = report.markdown(records)
     assert "| Gain vs. Standard | +50.00 |" in table
+    assert "Scoring `tinyzero`: the TinyZero reward rule" in table
     png = report.plot(records, tmp_path / "plot.png")
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 
@@ -245,6 +325,19 @@ def test_rescore_uses_current_scorers(tmp_path):
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert runner.rescore(out) == (6, 6)
     assert runner.rescore(out) == (6, 0)
+
+
+def test_hf_style_backends_stream_grouped_by_settings():
+    from mixinputs.backends import stream_by_settings
+
+    backend = EchoSolver()
+    item = get_task("countdown").load(None, 0)[0]
+    settings = [SamplingSettings(seed=s, moi=m) for s in (0, 1) for m in (None, MoIConfig())]
+    requests = [(item.prompt, st) for st in settings for _ in range(3)]
+    got = dict(stream_by_settings(backend, requests, batch_size=2))
+    assert sorted(got) == list(range(12))
+    for index, (_, st) in enumerate(requests):
+        assert got[index] == backend._answer(item.prompt, st)
 
 
 @pytest.mark.slow

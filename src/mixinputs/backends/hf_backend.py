@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
-from mixinputs.backends import Completion, SamplingSettings
+from mixinputs.backends import Completion, Request, SamplingSettings, stream_by_settings
+from mixinputs.engine_dtype import resolve_dtype
 
 
 class HFBackend:
     name = "hf"
 
     def __init__(
-        self, model: str, *, dtype: str = "float32", device: str | None = None, batch_size: int = 8
+        self,
+        model: str,
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+        batch_size: int = 8,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # None: float32 on a CPU without native bf16, else the checkpoint's dtype.
+        self.dtype = resolve_dtype(dtype, "cpu" if self.device == "cpu" else "cuda")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+        self.lm = AutoModelForCausalLM.from_pretrained(
+            model, dtype="auto" if self.dtype == "auto" else getattr(torch, self.dtype)
+        )
         self.lm.to(self.device).eval()
         self.batch_size = batch_size
 
@@ -75,6 +86,10 @@ class HFBackend:
                         )
                     )
         return out
+
+    def generate_stream(self, requests: list[Request]) -> Iterator[tuple[int, Completion]]:
+        # transformers batches one generation config at a time: group the requests by settings.
+        return stream_by_settings(self, requests, self.batch_size)
 
     def _pad_is_eos(self) -> bool:
         return self.tokenizer.pad_token_id == self.tokenizer.eos_token_id

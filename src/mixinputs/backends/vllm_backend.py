@@ -1,12 +1,21 @@
 """The vLLM backend: one engine, MoI per request through ``SamplingParams.extra_args``.
 
 The plugin is loaded by vLLM itself (entry point); this module only builds requests.
+``generate_stream`` puts every request of a run into the engine at once (up to ``window`` in
+flight, topped up as they finish), whatever their settings: per-request MoI lets standard and
+MoI samples of every beta and seed share each batch.
 """
 
 from __future__ import annotations
 
-from mixinputs.backends import Completion, SamplingSettings
+import itertools
+from collections.abc import Iterator
+
+from mixinputs.backends import Completion, Request, SamplingSettings
 from mixinputs.config import STANDARD_REQUEST
+from mixinputs.engine_dtype import resolve_dtype
+
+_RUNS = itertools.count()
 
 
 class VLLMBackend:
@@ -16,9 +25,11 @@ class VLLMBackend:
         self,
         model: str,
         *,
+        dtype: str | None = None,
         max_model_len: int = 4096,
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
+        window: int = 4096,
         **engine_kwargs,
     ):
         import torch
@@ -26,8 +37,18 @@ class VLLMBackend:
 
         on_gpu = torch.cuda.is_available()
         self.model = model
+        # None: float32 on a CPU without native bf16 (3-6x faster there), else the checkpoint's.
+        self.dtype = resolve_dtype(dtype, "cuda" if on_gpu else "cpu")
+        self.window = window
+        if not on_gpu:
+            # vLLM's CPU runner crashes ("CPU Generator does not use offset") when a seeded
+            # request's prefill is split across steps, which a whole run submitted at once makes
+            # likely: prefill each prompt in one step instead.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
+            engine_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 4096))
         self.llm = LLM(
             model=model,
+            dtype=self.dtype,
             max_model_len=max_model_len,
             # On a CPU build this is the share of RAM vLLM reserves; 0.3 fits a 24 GiB machine.
             gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.3),
@@ -62,3 +83,39 @@ class VLLMBackend:
     def generate(self, prompts: list[str], settings: SamplingSettings) -> list[Completion]:
         outputs = self.llm.generate(prompts, self.sampling_params(settings), use_tqdm=False)
         return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
+
+    def generate_stream(self, requests: list[Request]) -> Iterator[tuple[int, Completion]]:
+        """All requests in one engine, each yielded as it finishes. Closing the iterator early
+        (an interrupted run) aborts what is still in flight."""
+        engine = self.llm.llm_engine
+        run = next(_RUNS)
+        params: dict[SamplingSettings, object] = {}
+        todo = iter(enumerate(requests))
+        in_flight: dict[str, int] = {}
+        renamed: dict[str, str] = {}  # an engine's own request id -> ours
+
+        def submit(count: int) -> None:
+            for index, (prompt, settings) in itertools.islice(todo, max(count, 0)):
+                if settings not in params:
+                    params[settings] = self.sampling_params(settings)
+                request_id = f"mixinputs-eval-{run}-{index}"
+                in_flight[request_id] = index
+                returned = engine.add_request(request_id, prompt, params[settings])
+                if isinstance(returned, str) and returned != request_id:
+                    renamed[returned] = request_id
+
+        try:
+            submit(self.window)
+            while in_flight:
+                for output in engine.step():
+                    if not output.finished:
+                        continue
+                    request_id = renamed.pop(output.request_id, output.request_id)
+                    if request_id not in in_flight:
+                        continue
+                    first = output.outputs[0]
+                    yield in_flight.pop(request_id), Completion(first.text, len(first.token_ids))
+                submit(self.window - len(in_flight))
+        finally:
+            if in_flight:
+                engine.abort_request(list(in_flight))

@@ -40,3 +40,20 @@ def last_answer_tag(text: str) -> str | None:
     """
     found = _ANSWER_TAG.findall(text)
     return found[-1].strip() if found else None
+
+
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def code_blocks(text: str) -> list[str]:
+    """The contents of the fenced code blocks, Python ones first; a block cut off by the end of
+    the completion counts.
+
+    >>> code_blocks("Here:\\n```python\\ndef f():\\n    return 1\\n```\\nand ```\\nx\\n```")
+    ['def f():\\n    return 1\\n', 'x\\n']
+    >>> code_blocks("```py\\nprint(1)")  # truncated at max_tokens
+    ['print(1)']
+    """
+    found = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    python = [body for lang, body in found if lang in ("python", "py", "python3")]
+    return python + [body for lang, body in found if lang not in ("python", "py", "python3")]

@@ -1,6 +1,10 @@
 """From records to evidence: accuracy with 95% confidence intervals, the paired MoI − standard
 difference with its interval, the exact McNemar test on paired samples, a markdown table like
-the paper's Table 1, and a plot of accuracy against beta."""
+the paper's Table 1, and a plot of accuracy against beta.
+
+Each figure is labelled with the scoring its records name, as ``task (scoring)``: Count Down under
+the paper's TinyZero rule and under the lenient reading are different columns, never mixed.
+"""
 
 from __future__ import annotations
 
@@ -38,12 +42,23 @@ class Paired:
     p_value: float  # exact McNemar (binomial) test, two-sided
 
 
+def task_label(record: dict) -> str:
+    """``task (scoring)``, or the bare task name for records written before scorings had names.
+
+    >>> task_label({"task": "countdown", "scoring": "tinyzero"}), task_label({"task": "aime"})
+    ('countdown (tinyzero)', 'aime')
+    """
+    scoring = record.get("scoring")
+    return f"{record['task']} ({scoring})" if scoring else record["task"]
+
+
 def accuracies(records: list[dict]) -> list[Accuracy]:
+    """Accuracy per (task label, config); ``Accuracy.task`` is the label (task and scoring)."""
     from scipy.stats import binomtest
 
     groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for r in records:
-        groups[(r["task"], r["config_key"])].append(bool(r["correct"]))
+        groups[(task_label(r), r["config_key"])].append(bool(r["correct"]))
     out = []
     for (task, key), results in sorted(groups.items()):
         k, n = sum(results), len(results)
@@ -63,8 +78,8 @@ def paired(records: list[dict]) -> list[Paired]:
     by_key: dict[tuple[str, str], dict[tuple[str, int], bool]] = defaultdict(dict)
     configs: dict[tuple[str, str], dict] = {}
     for r in records:
-        by_key[(r["task"], r["config_key"])][(r["item_id"], r["seed"])] = bool(r["correct"])
-        configs[(r["task"], r["config_key"])] = r["config"]
+        by_key[(task_label(r), r["config_key"])][(r["item_id"], r["seed"])] = bool(r["correct"])
+        configs[(task_label(r), r["config_key"])] = r["config"]
     out = []
     for (task, key), results in sorted(by_key.items()):
         if configs[(task, key)]["method"] == "standard":
@@ -165,7 +180,15 @@ def markdown(records: list[dict]) -> str:
                 }[pick]
                 cells.append(f"{100 * value:+.2f}" if pick == "gain" else f"{100 * value:.2f}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", *_scoring_notes(records)]
     return "\n".join(lines) + "\n"
+
+
+def _scoring_notes(records: list[dict]) -> list[str]:
+    from mixinputs.eval.tasks import SCORINGS
+
+    used = sorted({r["scoring"] for r in records if r.get("scoring")})
+    return [f"Scoring `{s}`: {SCORINGS.get(s, 'see the task')}." for s in used]
 
 
 def _best_moi(pairs: list[Paired]) -> dict[str, Paired]:
@@ -189,7 +212,7 @@ def plot(records: list[dict], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     accs = accuracies(records)
-    configs = {(r["task"], r["config_key"]): r["config"] for r in records}
+    configs = {(task_label(r), r["config_key"]): r["config"] for r in records}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n, task in enumerate(sorted({a.task for a in accs})):
         color = f"C{n}"

@@ -1,8 +1,10 @@
 """Running a task: standard decoding and MoI on the same items and seeds, one JSONL record per
-sample, resumable (finished samples are never redone)."""
+sample, resumable (finished samples are never redone). A run goes to the backend as one
+submission: every pending (item, config, seed) at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable
@@ -29,7 +31,9 @@ class DecodeConfig:
 
     @property
     def key(self) -> str:
-        """>>> DecodeConfig("moi", 0.6, 0.95, 1.0).key
+        """The config's name in records and reports.
+
+        >>> DecodeConfig("moi", 0.6, 0.95, 1.0).key
         'moi|beta=1|T=0.6|top_p=0.95'
         """
         beta = "" if self.beta is None else f"|beta={self.beta:g}"
@@ -82,8 +86,13 @@ def read_records(path: str | Path) -> list[dict]:
     return records
 
 
-def run_task(
-    task: Task,
+def run_task(task: Task, backend: Backend, out_path: str | Path, **options) -> int:
+    """:func:`run` on one task."""
+    return run([task], backend, out_path, **options)
+
+
+def run(
+    tasks: list[Task],
     backend: Backend,
     out_path: str | Path,
     *,
@@ -93,71 +102,99 @@ def run_task(
     data: str | None = None,
     max_tokens: int = 2048,
     chat_template: bool = True,
-    batch_size: int = 64,
+    scoring: str | None = None,
     progress: bool = True,
 ) -> int:
-    """Generate and score every (item, config, seed) not yet in ``out_path``; returns how many
-    samples were added. Each item's exact prompt is saved with its record."""
+    """Generate and score every (task, item, config, seed) not yet in ``out_path``; returns how
+    many samples were added.
+
+    1. Read the finished samples (a line cut off by an interruption is dropped).
+    2. Plan the pending samples: seeds x items x configs, an item's configs side by side.
+    3. Submit them all to the backend at once (``generate_stream``: vLLM batches every config
+       together, since MoI is per request) and score each completion as it finishes.
+    4. Append each record as soon as it is scored, so an interrupted run resumes where it stopped.
+
+    ``scoring`` picks a task's scoring by name (e.g. ``"lenient"`` for Count Down) for the tasks
+    that have it; the others keep their default. Each record names its scoring.
+    """
     from tqdm.auto import tqdm
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _drop_partial_last_line(out_path)
-    done = {
-        sample_key(r["task"], r["item_id"], r["config_key"], r["seed"])
-        for r in read_records(out_path)
-    }
-    added = 0
+    scorings = resolve_scorings(tasks, scoring)
+    existing = read_records(out_path)
+    _check_same_scoring(existing, scorings, out_path)
+    done = {sample_key(r["task"], r["item_id"], r["config_key"], r["seed"]) for r in existing}
     seeds = list(seeds)
-    with open(out_path, "a") as out:
+
+    pending: list[tuple[Task, Item, DecodeConfig, int, str]] = []
+    chat: dict[str, str] = {}
+    for task in tasks:
         for seed in seeds:
-            items = task.load(data, seed)[:limit]
-            prompts = {
-                i.item_id: backend.chat_prompt(i.prompt) if chat_template else i.prompt
-                for i in items
-            }
-            for config in configs:
+            for item in task.load(data, seed)[:limit]:
                 todo = [
-                    i
-                    for i in items
-                    if sample_key(task.name, i.item_id, config.key, seed) not in done
+                    c
+                    for c in configs
+                    if sample_key(task.name, item.item_id, c.key, seed) not in done
                 ]
-                settings = SamplingSettings(
-                    max_tokens=max_tokens,
-                    temperature=config.temperature,
-                    top_p=config.top_p,
-                    seed=seed,
-                    moi=config.moi(),
-                )
-                bar = tqdm(
-                    total=len(todo),
-                    desc=f"{task.name} {config.key} seed={seed}",
-                    disable=not progress or not todo,
-                    leave=False,
-                )
-                for start in range(0, len(todo), batch_size):
-                    batch = todo[start : start + batch_size]
-                    completions = backend.generate([prompts[i.item_id] for i in batch], settings)
-                    for item, completion in zip(batch, completions, strict=True):
-                        out.write(
-                            json.dumps(
-                                _record(
-                                    task,
-                                    item,
-                                    config,
-                                    seed,
-                                    prompts[item.item_id],
-                                    completion,
-                                    backend,
-                                )
-                            )
-                            + "\n"
-                        )
-                    out.flush()
-                    added += len(batch)
-                    bar.update(len(batch))
-                bar.close()
+                if not todo:
+                    continue
+                if item.prompt not in chat:
+                    chat[item.prompt] = (
+                        backend.chat_prompt(item.prompt) if chat_template else item.prompt
+                    )
+                pending += [(task, item, c, seed, chat[item.prompt]) for c in todo]
+    if not pending:
+        return 0
+
+    requests = [
+        (
+            prompt,
+            SamplingSettings(
+                max_tokens=max_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=seed,
+                moi=config.moi(),
+            ),
+        )
+        for _, _, config, seed, prompt in pending
+    ]
+    bar = tqdm(total=len(pending), desc="eval", unit="sample", disable=not progress)
+    added = 0
+    stream = backend.generate_stream(requests)
+    with open(out_path, "a") as out, contextlib.closing(stream), bar:
+        for index, completion in stream:
+            task, item, config, seed, prompt = pending[index]
+            record = _record(
+                task, item, config, seed, prompt, completion, backend, scorings[task.name]
+            )
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            added += 1
+            bar.update(1)
     return added
+
+
+def resolve_scorings(tasks: list[Task], scoring: str | None) -> dict[str, str]:
+    """The scoring each task uses: ``scoring`` where the task has it, else its default."""
+    if scoring is not None and not any(scoring in t.scorings for t in tasks):
+        offered = sorted({s for t in tasks for s in t.scorings})
+        raise ValueError(
+            f"no task here has the scoring {scoring!r}; these tasks offer: {', '.join(offered)}"
+        )
+    return {t.name: scoring if scoring in t.scorings else t.check_scoring(None) for t in tasks}
+
+
+def _check_same_scoring(records: list[dict], scorings: dict[str, str], path: Path) -> None:
+    for r in records:
+        want = scorings.get(r["task"])
+        if want is not None and r.get("scoring", want) != want:
+            raise ValueError(
+                f"{path} holds {r['task']} samples scored {r.get('scoring')!r}, not {want!r}: "
+                f"run `mixinputs eval rescore {path} --scoring {want}` first, or use another --out"
+            )
 
 
 def _drop_partial_last_line(path: Path) -> None:
@@ -177,10 +214,12 @@ def _record(
     prompt: str,
     completion,
     backend: Backend,
+    scoring: str,
 ) -> dict:
-    extracted, correct = task.score(completion.text, item)
+    extracted, correct = task.score(completion.text, item, scoring)
     return {
         "task": task.name,
+        "scoring": scoring,
         "item_id": item.item_id,
         "config_key": config.key,
         "config": {k: v for k, v in asdict(config).items() if not _nan(v)},
@@ -201,18 +240,26 @@ def _nan(v: object) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
-def rescore(path: str | Path, out_path: str | Path | None = None) -> tuple[int, int]:
-    """Score saved completions again with the current scorers; returns (records, changed)."""
+def rescore(
+    path: str | Path, out_path: str | Path | None = None, scoring: str | None = None
+) -> tuple[int, int]:
+    """Score saved completions again with the current scorers; returns (records, changed).
+
+    ``scoring`` switches the tasks that have it (e.g. Count Down to ``"lenient"``); the other
+    records keep the scoring they name (their task's default when they name none)."""
     from mixinputs.eval.tasks import get_task
 
     records = read_records(path)
+    if scoring is not None and not any(scoring in get_task(r["task"]).scorings for r in records):
+        raise ValueError(f"no record in {path} is of a task with the scoring {scoring!r}")
     changed = 0
     for r in records:
         task = get_task(r["task"])
+        use = scoring if scoring in task.scorings else task.check_scoring(r.get("scoring"))
         item = Item(r["item_id"], r["prompt"], r["gold"], r.get("meta") or {})
-        extracted, correct = task.score(r["completion"], item)
+        extracted, correct = task.score(r["completion"], item, use)
         changed += bool(correct) != r["correct"]
-        r["extracted"], r["correct"] = extracted, bool(correct)
+        r["extracted"], r["correct"], r["scoring"] = extracted, bool(correct), use
     target = Path(out_path or path)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
