@@ -44,7 +44,7 @@ def _site_file(args: argparse.Namespace) -> Path | None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mixinputs.demo import run_demo
 
-    run_demo(args.backend, args.model, beta=args.beta, max_tokens=args.max_tokens)
+    run_demo(args.backend, args.model, beta=args.beta, max_tokens=args.max_tokens, dtype=args.dtype)
     return 0
 
 
@@ -57,7 +57,7 @@ def _ints(text: str) -> list[int]:
 
 
 def _cmd_eval_run(args: argparse.Namespace) -> int:
-    from mixinputs.backends import load_backend
+    from mixinputs.backends.openai_backend import ServerError
     from mixinputs.eval import runner
     from mixinputs.eval.tasks import get_task
 
@@ -68,10 +68,11 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
         betas, temps, top_ps = args.beta, args.temperature, args.top_p
     configs = runner.plan_configs(betas, temps, top_ps, direct=args.direct)
     out = Path(args.out)
-    backend = load_backend(args.backend, args.model)
-    for task in tasks:
-        added = runner.run_task(
-            task,
+    try:
+        runner.resolve_scorings(tasks, args.scoring)  # a scoring no task has fails before loading
+        backend = _eval_backend(args)
+        added = runner.run(
+            tasks,
             backend,
             out,
             configs=configs,
@@ -80,10 +81,41 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
             data=args.data,
             max_tokens=args.max_tokens,
             chat_template=not args.no_chat_template,
-            batch_size=args.batch_size,
+            scoring=args.scoring,
         )
-        print(f"{task.name}: {added} new samples -> {out}")
+    except (ValueError, ServerError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{added} new samples -> {out}")
     return _report(out, out.with_suffix(".md"), out.with_suffix(".png"))
+
+
+def _eval_backend(args: argparse.Namespace):
+    from mixinputs.backends import load_backend
+
+    if args.backend == "openai":
+        if not args.base_url:
+            raise ValueError("--backend openai needs --base-url (e.g. http://host:8000/v1)")
+        return load_backend(
+            "openai",
+            args.model,
+            base_url=args.base_url,
+            api_key=args.api_key,
+            concurrency=args.concurrency,
+        )
+    from mixinputs import engine_dtype
+
+    options = {"dtype": args.dtype}
+    if args.backend == "hf":
+        options["batch_size"] = args.batch_size
+    if args.backend == "vllm":
+        if args.max_model_len:
+            options["max_model_len"] = args.max_model_len
+        if args.gpu_memory_utilization:
+            options["gpu_memory_utilization"] = args.gpu_memory_utilization
+    backend = load_backend(args.backend, args.model, **options)
+    print(engine_dtype.describe(backend.dtype, args.dtype))
+    return backend
 
 
 def _report(records_path: Path, md_path: Path | None, png_path: Path | None) -> int:
@@ -106,7 +138,11 @@ def _report(records_path: Path, md_path: Path | None, png_path: Path | None) -> 
 def _cmd_eval_rescore(args: argparse.Namespace) -> int:
     from mixinputs.eval import runner
 
-    total, changed = runner.rescore(args.file)
+    try:
+        total, changed = runner.rescore(args.file, scoring=args.scoring)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"rescored {total} records in {args.file}; {changed} changed verdict")
     path = Path(args.file)
     return _report(path, path.with_suffix(".md"), None)
@@ -118,10 +154,19 @@ def _cmd_eval_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
     from mixinputs.bench import run_bench
 
+    backend = args.backend or ("vllm" if args.quick else "vllm,hf")
+    try:
+        engine_args = json.loads(args.engine_args) if args.engine_args else None
+    except json.JSONDecodeError as e:
+        raise SystemExit(
+            f"--engine-args is not JSON ({e}): give e.g. '{{\"enforce_eager\": false}}'"
+        ) from None
     run_bench(
-        args.backend.split(","),
+        backend.split(","),
         args.model,
         args.quick,
         args.batch_sizes,
@@ -129,24 +174,58 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.rounds,
         args.beta,
         args.json,
+        dtype=args.dtype,
+        vanilla=args.vanilla,
+        engine_args=engine_args,
     )
     return 0
 
 
 def _add_bench(sub) -> None:
-    bench = sub.add_parser("bench", help="MoI vs standard decoding throughput, side by side")
-    bench.add_argument("--quick", action="store_true", help="short run (< 3 min on a 2-core CPU)")
-    bench.add_argument("--backend", default="vllm,hf", help="comma-separated: vllm, hf")
+    bench = sub.add_parser(
+        "bench", help="MoI vs standard decoding vs vanilla vLLM (no plugin): throughput"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="vLLM, batch 8 and 64, 32 tokens: < 3 min on 2 cores"
+    )
+    bench.add_argument(
+        "--backend", default=None, help="comma-separated: vllm, hf (default vllm,hf; quick: vllm)"
+    )
     bench.add_argument("--model", default=None, help="default: the embedded model")
-    bench.add_argument("--batch-sizes", type=_ints, default=None, help="default: 1,8,64")
+    bench.add_argument(
+        "--batch-sizes",
+        type=_ints,
+        default=None,
+        help="default 1,8,64 (GPU: 1,8,64,256; --quick: 8,64)",
+    )
     bench.add_argument(
         "--max-tokens",
         type=_ints,
         default=None,
         help="output lengths, e.g. 128,2048 (default; --quick: 32)",
     )
-    bench.add_argument("--rounds", type=int, default=None, help="A/B pairs (default 5; quick 2)")
+    bench.add_argument(
+        "--rounds", type=int, default=None, help="rounds per arm (default 5; quick 3)"
+    )
     bench.add_argument("--beta", type=float, default=1.0)
+    bench.add_argument(
+        "--dtype",
+        default=None,
+        help="engine dtype (default: float32 on a CPU without native bf16, else the checkpoint's)",
+    )
+    bench.add_argument(
+        "--vanilla",
+        choices=("interleaved", "sequential", "off"),
+        default="interleaved",
+        help="the no-plugin vLLM engine: rounds interleaved with the plugin engine's (default), "
+        "run before it (two copies do not fit in memory), or not at all",
+    )
+    bench.add_argument(
+        "--engine-args",
+        default=None,
+        help='JSON of extra vLLM engine arguments for both engines, e.g. \'{"enforce_eager": '
+        'false, "compilation_config": {"cudagraph_mode": "FULL"}}\'',
+    )
     bench.add_argument("--json", default=None, help="write the results as one JSON object")
     bench.set_defaults(func=_cmd_bench)
 
@@ -158,8 +237,38 @@ def _add_eval(sub) -> None:
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
     run = ev_sub.add_parser("run", help="generate, score and report (the default)")
     run.add_argument("--task", required=True, help=f"comma-separated: {', '.join(TASKS)}")
-    run.add_argument("--model", default=None, help="default: the embedded model")
-    run.add_argument("--backend", choices=("vllm", "hf"), default="vllm")
+    run.add_argument(
+        "--model", default=None, help="default: the embedded model (openai: the served one)"
+    )
+    run.add_argument("--backend", choices=("vllm", "hf", "openai"), default="vllm")
+    run.add_argument(
+        "--dtype",
+        default=None,
+        help="vllm/hf: model dtype (default: float32 on a CPU without native bf16, else the "
+        "checkpoint's)",
+    )
+    run.add_argument(
+        "--max-model-len", type=int, default=None, help="vllm: context length (default 4096)"
+    )
+    run.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="vllm: memory share for the engine (default 0.9 on a GPU, 0.3 of RAM on a CPU)",
+    )
+    run.add_argument(
+        "--base-url", default=None, help="openai: the vLLM server, e.g. http://host:8000/v1"
+    )
+    run.add_argument("--api-key", default=None, help="openai: the server's --api-key, if any")
+    run.add_argument(
+        "--concurrency", type=int, default=16, help="openai: requests in flight (default 16)"
+    )
+    run.add_argument(
+        "--scoring",
+        default=None,
+        help="a scoring other than a task's default, e.g. lenient for countdown (default: "
+        "countdown tinyzero, the paper's rule)",
+    )
     run.add_argument("--limit", type=int, default=None, help="first N items per task")
     run.add_argument("--seeds", type=_ints, default=[0], help="comma-separated, e.g. 0,1,2")
     run.add_argument("--beta", type=_floats, default=[1.0], help="MoI betas, e.g. 0.5,1,2")
@@ -172,7 +281,12 @@ def _add_eval(sub) -> None:
     )
     run.add_argument("--direct", action="store_true", help="also run direct mixture")
     run.add_argument("--max-tokens", type=int, default=2048)
-    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="hf: prompts per generate call (vllm and openai take the whole run at once)",
+    )
     run.add_argument("--data", default=None, help="task data file (GPQA, other AIME years, ...)")
     run.add_argument("--no-chat-template", action="store_true")
     run.add_argument(
@@ -183,6 +297,9 @@ def _add_eval(sub) -> None:
     run.set_defaults(func=_cmd_eval_run)
     rescore = ev_sub.add_parser("rescore", help="score saved completions with current scorers")
     rescore.add_argument("file")
+    rescore.add_argument(
+        "--scoring", default=None, help="switch to this scoring, e.g. lenient or tinyzero"
+    )
     rescore.set_defaults(func=_cmd_eval_rescore)
     rep = ev_sub.add_parser("report", help="tables (and a plot) from a JSONL of samples")
     rep.add_argument("file")
@@ -222,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None, help="default: the embedded model")
     demo.add_argument("--beta", type=float, default=1.0)
     demo.add_argument("--max-tokens", type=int, default=64)
+    demo.add_argument(
+        "--dtype",
+        default=None,
+        help="model dtype (default: float32 on a CPU without native bf16, else the checkpoint's)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     _add_eval(sub)
