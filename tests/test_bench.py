@@ -9,6 +9,7 @@ import pytest
 
 from mixinputs import bench
 from mixinputs.cli import main
+from mixinputs.config import MoIConfig
 
 
 def test_rounds_rotate_so_no_arm_always_goes_first():
@@ -66,3 +67,55 @@ def test_vanilla_arm_runs_vllm_without_the_plugin(tmp_path):
     # The vanilla engine has no MoI state at all: the plugin was never loaded there.
     assert report["engines"]["vanilla"]["plugin_state"] is False
     assert report["engines"]["plugin"]["plugin_state"] is True
+
+
+def test_methods_are_arms_of_one_run(tmp_path):
+    """Each method spec becomes an arm with its own request keys, named by its label."""
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 500}))
+    specs = ["moi", "soft+gumbel", "moi@thinking", "standard", "direct", "moi:beta=4", "moi:beta=2"]
+    arms = bench.bench_methods(specs, 2.0, str(tmp_path))
+    assert list(arms) == ["moi", "soft+gumbel", "moi@thinking", "direct", "moi(beta=4)"]
+    assert arms["moi"] == MoIConfig(beta=2.0)  # --beta, and moi:beta=2 is the same arm
+    assert arms["moi(beta=4)"] == MoIConfig(beta=4.0)
+    assert arms["moi@thinking"].beta == 2.0  # a moi-mode arm without its own beta takes --beta
+    assert arms["direct"] == MoIConfig(mode="direct")
+    requests = {name: config.to_request() for name, config in arms.items()}
+    assert requests["soft+gumbel"]["mixinputs_mode"] == "soft"
+    assert requests["soft+gumbel"]["mixinputs_noise"] == "gumbel"
+    assert "mixinputs_region" not in requests["moi"]
+
+
+def test_a_thinking_arm_gets_a_think_end_id_the_model_never_emits(tmp_path):
+    """The bench model need not have ``</think>``: the arm names the last vocabulary id, so the
+    region stays open for the whole run; a think-end the spec names is kept."""
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 500}))
+    arms = bench.bench_methods(
+        ["moi@thinking", "soft@thinking:cold_stop_entropy=0.01", "moi@thinking:think_end=7"],
+        1.0,
+        str(tmp_path),
+    )
+    assert arms["moi@thinking"].to_request()["mixinputs_think_end"] == 499
+    assert arms["soft@thinking(cold_stop_entropy=0.01)"].think_end == 499
+    assert arms["moi@thinking(think_end=7)"].think_end == 7
+    assert bench.never_emitted_token_id(str(tmp_path / "missing")) == "</think>"
+
+
+def test_bad_bench_methods_fail_before_any_engine_starts():
+    with pytest.raises(ValueError, match="at least one"):
+        bench.bench_methods(["standard"], 1.0, None)
+    with pytest.raises(ValueError, match="unknown noise 'uniform'"):
+        bench.bench_methods(["soft+uniform"], 1.0, None)
+    with pytest.raises(SystemExit, match="--method: bad method 'moi@later'"):
+        main(["bench", "--quick", "--method", "moi,moi@later"])
+
+
+def test_bench_method_flag_reaches_run_bench(monkeypatch):
+    """``--method`` goes to ``run_bench`` whole (labels hold commas inside parentheses)."""
+    import mixinputs.bench
+
+    got = {}
+    monkeypatch.setattr(mixinputs.bench, "run_bench", lambda *a, **kw: got.update(kw))
+    assert main(["bench", "--quick", "--method", "soft,moi(beta=2, top_k=5)"]) == 0
+    assert got["methods"] == ["soft,moi(beta=2, top_k=5)"]
+    arms = bench.bench_methods(got["methods"], 1.0, None)
+    assert list(arms) == ["soft", "moi(beta=2, top_k=5)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -345,11 +346,14 @@ def test_cli_end_to_end_on_the_embedded_model_hf(tmp_path):
     from mixinputs.cli import main
 
     out = tmp_path / "hf.jsonl"
-    argv = "eval --task countdown,gsm8k --backend hf --limit 2 --max-tokens 12 --beta 1 --out"
+    argv = "eval --task countdown,gsm8k --backend hf --limit 1 --max-tokens 12 --beta 1 "
+    argv += "--method moi,soft+gumbel@thinking:think_end=49151 --out"
     assert main([*argv.split(), str(out)]) == 0
     records = runner.read_records(out)
-    assert len(records) == 2 * 2 * 2
+    assert len(records) == 2 * 1 * 3
     assert {r["backend"] for r in records} == {"hf"}
+    methods = {r["config"]["method"] for r in records}
+    assert methods == {"standard", "moi", "soft+gumbel@thinking(think_end=49151)"}
     assert out.with_suffix(".md").read_text().count("|") > 10
     assert out.with_suffix(".png").exists()
     assert main(["eval", "rescore", str(out)]) == 0
@@ -370,3 +374,274 @@ def test_cli_end_to_end_on_the_embedded_model_vllm(tmp_path):
     moi = [r["completion"] for r in records if r["config"]["method"] == "moi"]
     std = [r["completion"] for r in records if r["config"]["method"] == "standard"]
     assert moi and std and set(moi) != set(std)
+
+
+# -- methods as data ------------------------------------------------------------------------------
+def test_method_specs_name_every_method_of_the_family():
+    from mixinputs.eval.methods import parse_method
+
+    assert parse_method("standard") is None
+    assert parse_method(" moi ") == MoIConfig()
+    assert parse_method("direct") == MoIConfig(mode="direct")
+    soft = parse_method("soft")
+    assert (soft.mode, soft.top_k, soft.prior, soft.noise) == ("soft", 10, "sampling", "none")
+    for noise in ("dirichlet", "gumbel"):
+        for mode in ("moi", "soft"):
+            assert parse_method(f"{mode}+{noise}") == MoIConfig(mode=mode, noise=noise)
+    assert parse_method("moi@all") == MoIConfig()
+    assert parse_method("direct@thinking").region == "thinking"
+    noisy = parse_method("soft+gumbel@thinking:think_end=7:noise_temperature=0.25")
+    assert (noisy.noise, noisy.noise_temperature, noisy.region, noisy.think_end) == (
+        "gumbel",
+        0.25,
+        "thinking",
+        7,
+    )
+    assert parse_method("moi@thinking:think_end=<end>").think_end == "<end>"
+    cold = parse_method("soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=256")
+    assert (cold.cold_stop_entropy, cold.cold_stop_steps) == (0.01, 256)
+    # The label form (what reports print) names the same config as the colon form.
+    assert parse_method("soft@thinking(cold_stop_entropy=0.01, cold_stop_steps=64)") == (
+        parse_method("soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=64")
+    )
+    assert parse_method("moi:beta=inf").beta == float("inf")
+    assert parse_method("moi:beta=0.5:prior=sampling").prior == "sampling"
+    assert parse_method("direct:top_k=5").top_k == 5
+
+
+@pytest.mark.parametrize(
+    ("spec", "names"),
+    [
+        ("blend", "unknown mode 'blend'"),
+        ("soft+uniform", "unknown noise 'uniform'"),
+        ("moi@sometimes", "unknown region 'sometimes'"),
+        ("soft:temperature=2", "bad option 'temperature=2'"),
+        ("soft:beta", "bad option 'beta'"),
+        ("soft:top_k=", "bad option 'top_k='"),
+        ("soft:noise=gumbel", "goes in the name"),
+        ("moi:beta=1:beta=2", "given twice"),
+        ("soft(top_k=5", "parentheses"),
+        ("soft(top_k=5)(beta=1)", "parentheses"),
+        ("direct+gumbel", "noise"),
+        ("moi:cold_stop_entropy=0.1", "region"),
+        ("soft:top_k=0", "top_k"),
+        ("moi:beta=-1", "beta must be >= 0"),
+    ],
+)
+def test_bad_method_specs_say_what_is_wrong(spec, names):
+    from mixinputs.eval.methods import MethodSpecError, parse_method
+
+    with pytest.raises(MethodSpecError, match=re.escape(names)) as err:
+        parse_method(spec)
+    assert f"bad method {spec!r}" in str(err.value)
+    if "unknown" in names or "option" in names:
+        assert "valid forms: standard | MODE[+NOISE][@REGION]" in str(err.value)
+
+
+def test_an_empty_method_list_is_an_error():
+    from mixinputs.eval.methods import MethodSpecError, parse_methods
+
+    with pytest.raises(MethodSpecError, match="no method given; valid forms"):
+        parse_methods(" , ")
+
+
+@pytest.mark.parametrize(
+    ("spec", "label"),
+    [
+        ("standard", "standard"),
+        ("moi", "moi"),
+        ("moi:beta=1", "moi"),
+        ("moi:beta=2", "moi(beta=2)"),
+        ("moi:beta=inf:top_k=5", "moi(beta=inf, top_k=5)"),
+        ("direct", "direct"),
+        ("direct:top_k=20", "direct"),
+        ("soft", "soft"),
+        ("soft:top_k=10", "soft"),
+        ("soft:top_k=20", "soft(top_k=20)"),
+        ("soft+gumbel", "soft+gumbel"),
+        ("soft+gumbel:noise_temperature=0.5", "soft+gumbel"),
+        ("soft+dirichlet:noise_temperature=0.5", "soft+dirichlet(noise_temperature=0.5)"),
+        ("moi@thinking", "moi@thinking"),
+        ("moi@thinking:think_end=151668", "moi@thinking(think_end=151668)"),
+        (
+            "soft@thinking:cold_stop_steps=256:cold_stop_entropy=0.01",
+            "soft@thinking(cold_stop_entropy=0.01)",
+        ),
+        (
+            "soft+gumbel@thinking:cold_stop_entropy=0.125:cold_stop_steps=64",
+            "soft+gumbel@thinking(cold_stop_entropy=0.125, cold_stop_steps=64)",
+        ),
+    ],
+)
+def test_labels_are_stable_and_parse_back(spec, label):
+    from mixinputs.eval.methods import method_label, parse_method
+
+    config = parse_method(spec)
+    assert method_label(config) == label
+    assert parse_method(label) == config  # what a report prints can be asked for again
+    if config is not None and label != "standard":
+        assert label.startswith(config.name)
+
+
+def test_a_multi_method_plan_is_one_config_per_method_and_setting():
+    specs = ["moi", "direct", "soft", "soft+gumbel", "moi@thinking:think_end=5", "moi:beta=4"]
+    configs = runner.plan_configs([0.5, 2.0], [0.6, 1.0], [0.8, 0.95], methods=specs)
+    # per (T, top-p): standard, moi x 2 betas, direct, soft, soft+gumbel, moi@thinking x 2 betas,
+    # and moi at beta 4
+    assert len(configs) == 4 * 9
+    assert len({c.key for c in configs}) == len(configs)
+    at = [c for c in configs if (c.temperature, c.top_p) == (1.0, 0.8)]
+    assert [c.key.rsplit("|T=", 1)[0] for c in at] == [
+        "standard",
+        "moi|beta=0.5",
+        "moi|beta=2",
+        "direct",
+        "soft",
+        "soft+gumbel",
+        "moi@thinking(think_end=5)|beta=0.5",
+        "moi@thinking(think_end=5)|beta=2",
+        "moi|beta=4",
+    ]
+    by_key = {c.key: c.moi() for c in at}
+    assert by_key["standard|T=1|top_p=0.8"] is None
+    assert by_key["moi|beta=4|T=1|top_p=0.8"] == MoIConfig(beta=4)
+    assert by_key["moi@thinking(think_end=5)|beta=2|T=1|top_p=0.8"] == MoIConfig(
+        beta=2, region="thinking", think_end=5
+    )
+    assert by_key["soft+gumbel|T=1|top_p=0.8"] == MoIConfig(mode="soft", noise="gumbel")
+
+
+def test_method_and_direct_flags_combine():
+    keys = lambda cs: [c.key.split("|T=")[0] for c in cs]  # noqa: E731
+    plain = runner.plan_configs([1.0], [0.6], [0.95])
+    assert keys(plain) == ["standard", "moi|beta=1"]
+    assert keys(runner.plan_configs([1.0], [0.6], [0.95], methods=["moi"])) == keys(plain)
+    with_direct = runner.plan_configs([1.0], [0.6], [0.95], direct=True)
+    assert keys(with_direct) == ["standard", "direct", "moi|beta=1"]
+    # --direct and --method direct, or moi twice: each config once
+    twice = runner.plan_configs([1.0], [0.6], [0.95], True, ["moi,direct", "moi:beta=1"])
+    assert keys(twice) == ["standard", "direct", "moi|beta=1"]
+    assert keys(runner.plan_configs([1.0], [0.6], [0.95], methods=["soft"])) == [
+        "standard",
+        "soft",
+    ]
+    assert keys(runner.plan_configs([1.0], [0.6], [0.95], methods=["standard"])) == ["standard"]
+    with pytest.raises(ValueError, match="unknown noise 'uniform'"):
+        runner.plan_configs([1.0], [0.6], [0.95], methods=["soft", "soft+uniform"])
+
+
+class MethodEcho(EchoSolver):
+    """Solves Count Down for one method only, and records the mixing config of each request."""
+
+    def __init__(self, solves: str):
+        super().__init__()
+        self.solves = solves
+        self.sent: list[MoIConfig | None] = []
+
+    def _answer(self, prompt, settings):
+        from mixinputs.eval.methods import method_label
+
+        self.sent.append(settings.moi)
+        label = method_label(settings.moi, beta=False)
+        good = label == self.solves
+        key = prompt.split("Using the numbers ")[1].split(", create")[0]
+        key += "|" + prompt.split("equals ")[1].split(".")[0]
+        return Completion(f"<answer>{self.solutions[key] if good else '1 + 1'}</answer>", 7)
+
+
+def test_methods_run_side_by_side_in_one_run_and_one_report(tmp_path):
+    out = tmp_path / "run.jsonl"
+    specs = ["moi", "direct", "soft", "soft+gumbel@thinking:think_end=5"]
+    configs = runner.plan_configs([1.0], [0.6], [0.95], methods=specs)
+    backend = MethodEcho(solves="soft+gumbel@thinking(think_end=5)")
+    assert run_countdown(out, backend, configs=configs, limit=4) == 4 * 5
+    assert backend.submissions == [20]  # every method in one submission
+    assert {str(c) for c in backend.sent} == {str(c.moi()) for c in configs}
+    records = runner.read_records(out)
+    methods = {r["config"]["method"] for r in records}
+    assert methods == {"standard", "moi", "direct", "soft", "soft+gumbel@thinking(think_end=5)"}
+    for r in records:  # a record's config names the method it ran; its key is the config's
+        assert runner.DecodeConfig(**r["config"]).key == r["config_key"]
+        assert r["correct"] is (r["config"]["method"] == "soft+gumbel@thinking(think_end=5)")
+        config = runner.DecodeConfig(**r["config"]).moi()
+        assert r["request"] == (config.to_request() if config else {"mixinputs_mode": "off"})
+    pairs = {p.moi_key: p for p in report.paired(records)}
+    assert set(pairs) == {c.key for c in configs} - {"standard|T=0.6|top_p=0.95"}
+    assert all(p.standard_key == "standard|T=0.6|top_p=0.95" for p in pairs.values())
+    assert pairs["soft+gumbel@thinking(think_end=5)|T=0.6|top_p=0.95"].only_moi == 4
+    assert pairs["soft|T=0.6|top_p=0.95"].only_moi == 0
+    soft_gumbel = next(r for r in records if r["config"]["method"].startswith("soft+gumbel"))
+    assert soft_gumbel["request"]["mixinputs_noise_temperature"] == 0.5  # defaults are recorded
+    table = report.markdown(records)
+    for c in configs:
+        assert f"| {c.key} |" in table  # the accuracy table and the paired table list each
+    assert "| soft+gumbel@thinking(think_end=5) − standard (best config) | +100.00 |" in table
+    assert "| direct − standard (best config) | +0.00 |" in table
+    assert "| MoI (best beta) | 0.00 |" in table
+    png = report.plot(records, tmp_path / "plot.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# Records as `eval run` wrote them before methods were data (standard, MoI and direct only).
+OLD_RECORDS = [
+    {
+        "task": "countdown",
+        "scoring": "tinyzero",
+        "item_id": str(item),
+        "config_key": key,
+        "config": config,
+        "seed": 0,
+        "prompt": "<user>Using the numbers [1, 2, 3, 4], create an equation that equals 5.</user>",
+        "completion": f"<answer>{answer}</answer>",
+        "extracted": answer,
+        "correct": answer != "1 + 1",
+        "gold": 5,
+        "meta": {"numbers": [1, 2, 3, 4], "target": 5},
+        "tokens": 7,
+        "model": "m",
+        "backend": "vllm",
+    }
+    for item in range(3)
+    for key, config, answer in [
+        (
+            "standard|T=0.6|top_p=0.95",
+            {"method": "standard", "temperature": 0.6, "top_p": 0.95, "beta": None},
+            "1 + 1",
+        ),
+        (
+            "direct|T=0.6|top_p=0.95",
+            {"method": "direct", "temperature": 0.6, "top_p": 0.95, "beta": None},
+            "1 + 1",
+        ),
+        (
+            "moi|beta=2|T=0.6|top_p=0.95",
+            {"method": "moi", "temperature": 0.6, "top_p": 0.95, "beta": 2.0},
+            "(1 + 2) * 3 - 4",
+        ),
+    ]
+]
+
+
+def test_old_result_files_still_resume_rescore_and_report(tmp_path):
+    out = tmp_path / "old.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in OLD_RECORDS))
+    assert runner.rescore(out) == (9, 0)
+    records = runner.read_records(out)
+    for r in records:
+        config = runner.DecodeConfig(**r["config"])
+        assert config.key == r["config_key"]  # a new run with the same flags resumes the file
+    assert runner.DecodeConfig(**OLD_RECORDS[2]["config"]).moi() == MoIConfig(beta=2)
+    assert runner.DecodeConfig(**OLD_RECORDS[1]["config"]).moi() == MoIConfig(mode="direct")
+    new = {c.key for c in runner.plan_configs([2.0], [0.6], [0.95], direct=True)}
+    assert new == {r["config_key"] for r in records}
+    table = report.markdown(records)
+    assert "| MoI (best beta) | 100.00 |" in table
+    assert "| direct − standard (best config) | +0.00 |" in table
+    assert report.plot(records, tmp_path / "old.png").stat().st_size > 1000
+
+
+def test_eval_cli_refuses_a_bad_method_before_loading_a_model(capsys):
+    from mixinputs.cli import main
+
+    assert main(["eval", "run", "--task", "countdown", "--method", "moi,soft@later"]) == 2
+    assert "unknown region 'later'" in capsys.readouterr().err

@@ -265,3 +265,80 @@ def test_transformers_mixture_uses_the_fused_step_on_cuda():
             return super().forward(ids) * 2.0
 
     assert hf._fused_weight(Scaled(vocab, hidden).cuda(), logits, 20) is None
+
+
+# ----------------------------------------------------------------------- the soft-input methods
+def method_case(m=24, vocab=5000, width_k=20, seed=0, device="cuda"):
+    """Candidates and per-row settings mixing every method (soft, noise, region, Cold Stop)."""
+    from mixinputs.config import MoIConfig
+    from mixinputs.mixing import RegionState, method_rows
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(m, vocab, generator=g) * 3
+    y = torch.randint(0, vocab, (m,), generator=g)
+    kinds = [
+        MoIConfig(beta=1.0),
+        MoIConfig(mode="soft"),
+        MoIConfig(mode="soft", noise="gumbel"),
+        MoIConfig(beta=2.0, noise="dirichlet", noise_temperature=0.3),
+        MoIConfig(mode="direct", region="thinking", think_end=int(y[4])),
+        MoIConfig(
+            mode="soft", region="thinking", think_end=7, cold_stop_entropy=100.0, cold_stop_steps=2
+        ),
+    ]
+    configs = [kinds[i % len(kinds)] for i in range(m)]
+    rows = method_rows(configs, list(range(m)), [11 * i for i in range(m)])
+    state = RegionState(torch.rand(m, generator=g) < 0.8, torch.randint(0, 3, (m,), generator=g))
+    cands = candidates_from_logits(logits, y, width_k, torch.tensor([c.top_k for c in configs]))
+    move = lambda t: t.to(device)  # noqa: E731
+    return (
+        type(cands)(*map(move, cands)),
+        type(rows)(*map(move, rows)),
+        type(state)(*map(move, state)),
+    )
+
+
+def test_method_step_on_gpu_equals_cpu():
+    from mixinputs.mixing import apply_methods, counter_uniform
+
+    args = (torch.tensor(5), torch.tensor(9), torch.arange(50000), torch.tensor(3))
+    assert torch.equal(counter_uniform(*args), counter_uniform(*(a.cuda() for a in args)).cpu())
+    cpu = apply_methods(*method_case(device="cpu"))
+    gpu = apply_methods(*method_case(device="cuda"))
+    for name in ("ids", "sampled", "forced", "direct"):
+        assert torch.equal(getattr(cpu, name), getattr(gpu, name).cpu()), name
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu.state, gpu.state, strict=True))
+    w_cpu = mixture_weights(cpu.scores, cpu.beta, cpu.direct)
+    w_gpu = mixture_weights(gpu.scores, gpu.beta, gpu.direct).cpu()
+    torch.testing.assert_close(w_gpu, w_cpu, rtol=1e-4, atol=1e-6)
+    assert torch.equal(w_gpu == 0, w_cpu == 0)
+
+
+def test_method_step_with_the_fused_mix_captures_in_a_cuda_graph():
+    """apply_methods between the two fused kernels, captured: a replay with new inputs equals
+    the eager step (fixed shapes, no host sync, counter-based noise)."""
+    fs = fused()
+    from mixinputs.mixing import apply_methods
+
+    cands, rows, state = method_case(m=16)
+    emb = (torch.randn(5000, 64) * 0.05).cuda()
+
+    def step():
+        s = apply_methods(cands, rows, state)
+        return fs.fused_mix(s.ids, s.scores, s.beta, s.direct, emb)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        weights, mixed = step()
+    new = method_case(m=16, seed=1)
+    for old, fresh in zip((cands, rows, state), new, strict=True):
+        for buf, val in zip(old, fresh, strict=True):
+            buf.copy_(val)
+    graph.replay()
+    eager_w, eager_mixed = step()
+    assert torch.equal(weights, eager_w) and torch.equal(mixed, eager_mixed)

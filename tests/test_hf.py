@@ -7,7 +7,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from mixinputs import mix_embeddings  # noqa: E402
+from mixinputs import mix_embeddings, mixing  # noqa: E402
+from mixinputs.config import MoIConfig  # noqa: E402
 from mixinputs.hf import enable_moi, generate  # noqa: E402
 
 INF = float("inf")
@@ -295,3 +296,239 @@ def test_embedded_model_greedy_moi_is_deterministic_and_coherent(smollm):
     assert torch.equal(a, b)
     answer = tok.decode(a[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+# ------------------------------------------------------------------------- the soft-input family
+THINK_END = 50  # a token id of the tiny models, used as their think-end token
+
+SAMPLING = {
+    **GREEDY,
+    "do_sample": True,
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "output_scores": True,
+    "return_dict_in_generate": True,
+}
+
+
+def generate_recording(model, ids, handle_kwargs, **gen_kwargs):
+    """(output, the handle, embeddings fed at each step [B, 1, D]: [0] is the prompt)."""
+    with enable_moi(model, **handle_kwargs) as handle:
+        seen, hook = record_embeddings(model)  # registered after MoI's hook: sees its output
+        try:
+            out = model.generate(ids, **gen_kwargs)
+        finally:
+            hook.remove()
+    return out, handle, seen
+
+
+def plain_rows(model, tokens):
+    """The plain embeddings E[y] [B, 1, D] of ``tokens`` [B]."""
+    return model.get_input_embeddings()(tokens[:, None])
+
+
+def test_soft_feeds_the_reference_concept_token(model):
+    ids, steps = prompts(), 6
+    torch.manual_seed(5)
+    out, handle, seen = generate_recording(
+        model, ids, {"mode": "soft"}, **{**SAMPLING, "max_new_tokens": steps + 1}
+    )
+    assert (handle.config.top_k, handle.config.prior) == (10, "sampling")
+    emb = model.get_input_embeddings().weight
+    new = out.sequences[:, ids.shape[1] :]
+    rows = mixing.method_rows([handle.config] * 3, [0] * 3, [0] * 3)
+    state = mixing.fresh_state(3)
+    for j in range(steps):
+        # out.scores[j]: the distribution sampled from (temperature, top-p), as the prior.
+        h, step, w = mixing.mix_step(out.scores[j], new[:, j], emb, rows, state, top_k=10)
+        state = step.state
+        assert torch.equal(seen[j + 1][:, 0], h)
+        assert torch.equal(w[:, 10], torch.zeros(3))  # the sampled token's slot: no weight
+        assert not torch.equal(seen[j + 1], plain_rows(model, new[:, j]))
+
+
+def test_soft_with_greedy_decoding_feeds_the_sampled_token(model):
+    """Greedy decoding samples from a point mass: soft thinking then feeds E[y], as in vLLM."""
+    ids = prompts()
+    plain = model.generate(ids, **GREEDY)
+    out, _, seen = generate_recording(model, ids, {"mode": "soft"}, **GREEDY)
+    assert torch.equal(out, plain)
+    new = out[:, ids.shape[1] :]
+    for j in range(4):
+        assert torch.equal(seen[j + 1], plain_rows(model, new[:, j]))
+
+
+class ForceTokenAt:
+    """A logits processor making generate emit ``token`` as its ``step``-th new token."""
+
+    def __init__(self, token, step, prompt_len):
+        self.token, self.step, self.prompt_len = token, step, prompt_len
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] - self.prompt_len != self.step:
+            return scores
+        forced = torch.full_like(scores, -INF)
+        forced[:, self.token] = 0.0
+        return forced
+
+
+@pytest.mark.parametrize("mode", ["moi", "soft"])
+def test_thinking_region_stops_mixing_after_the_think_end_token(model, mode):
+    ids, at = prompts(), 3
+    force = transformers.LogitsProcessorList([ForceTokenAt(THINK_END, at, ids.shape[1])])
+    settings = {"mode": mode, "beta": 0.0, "region": "thinking", "think_end": THINK_END}
+    gen = {**SAMPLING, "logits_processor": force}
+    torch.manual_seed(2)
+    out, handle, seen = generate_recording(model, ids, settings, **gen)
+    new = out.sequences[:, ids.shape[1] :]
+    assert (new[:, at] == THINK_END).all()
+    for j in range(new.shape[1] - 1):
+        plain = torch.equal(seen[j + 1], plain_rows(model, new[:, j]))
+        assert plain == (j >= at), j  # mixed before the think-end token; plain from it on
+    assert not handle.state.thinking.any()
+    # Up to the think-end token, the same as mixing everywhere.
+    torch.manual_seed(2)
+    everywhere, _, seen_all = generate_recording(model, ids, {"mode": mode, "beta": 0.0}, **gen)
+    assert torch.equal(
+        everywhere.sequences[:, : ids.shape[1] + at + 1], out.sequences[:, : ids.shape[1] + at + 1]
+    )
+    for j in range(at):
+        assert torch.equal(seen_all[j + 1], seen[j + 1])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_cold_stop_forces_the_think_end_token(model, steps):
+    """tau above any entropy over 10 candidates (log 10 nats): every thinking step is a
+    low-entropy one, so the L-th new token is the think-end token."""
+    ids = prompts()
+    region = {"beta": 0.0, "top_k": 10, "region": "thinking", "think_end": THINK_END}
+    gen = {**GREEDY, "output_scores": True, "return_dict_in_generate": True}
+    free, _, _ = generate_recording(model, ids, region, **gen)
+    cold = {**region, "cold_stop_entropy": 100.0, "cold_stop_steps": steps}
+    out, handle, seen = generate_recording(model, ids, cold, **gen)
+    new, free_new = out.sequences[:, ids.shape[1] :], free.sequences[:, ids.shape[1] :]
+    assert (free_new[:, steps - 1] != THINK_END).all()  # without Cold Stop: another token
+    assert (new[:, steps - 1] == THINK_END).all()
+    assert torch.equal(new[:, : steps - 1], free_new[:, : steps - 1])
+    # The forced step's scores: the think-end token only.
+    forced_scores = out.scores[steps - 1]
+    assert torch.isinf(forced_scores).sum() == forced_scores.numel() - 3
+    assert (forced_scores[:, THINK_END] == 0).all()
+    for j in range(new.shape[1] - 1):  # mixed before, plain from the forced token on
+        assert torch.equal(seen[j + 1], plain_rows(model, new[:, j])) == (j >= steps - 1)
+    assert not handle.state.thinking.any()
+    # A threshold below every entropy never fires.
+    never = {**region, "cold_stop_entropy": 1e-9, "cold_stop_steps": 1}
+    out_never, _, _ = generate_recording(model, ids, never, **gen)
+    assert torch.equal(out_never.sequences, free.sequences)
+
+
+@pytest.mark.parametrize("noise", ["dirichlet", "gumbel"])
+def test_seeded_noise_is_reproducible_and_follows_the_seed(model, noise):
+    ids = prompts()
+
+    def run(seed, settings=None, manual=0):
+        torch.manual_seed(manual)
+        settings = settings or {"mode": "soft", "noise": noise, "seed": seed}
+        out, _, seen = generate_recording(model, ids, settings, **SAMPLING)
+        return out.sequences, torch.cat(seen[1:], dim=1)
+
+    a, fed_a = run(5)
+    b, fed_b = run(5)
+    assert torch.equal(a, b) and torch.equal(fed_a, fed_b)
+    c, fed_c = run(6)  # the same first tokens (same torch seed), other noise
+    assert torch.equal(c[:, : ids.shape[1] + 1], a[:, : ids.shape[1] + 1])
+    for row in range(3):
+        assert not torch.allclose(fed_c[row, 0], fed_a[row, 0], atol=1e-4)
+    _, fed_plain = run(None, {"mode": "soft"})
+    assert not torch.allclose(fed_plain[:, 0], fed_a[:, 0], atol=1e-4)
+    # seed=None: drawn from torch's global generator, so torch.manual_seed reproduces it.
+    unseeded = {"mode": "soft", "noise": noise}
+    d, fed_d = run(None, unseeded, manual=3)
+    e, fed_e = run(None, unseeded, manual=3)
+    assert torch.equal(d, e) and torch.equal(fed_d, fed_e)
+
+
+def test_noise_seed_of_a_row_is_seed_plus_its_index(model):
+    """Row b draws from seed + b: a row moved to index 0 under seed + b gets the same noise."""
+    ids = prompts()
+    settings = {"beta": 0.5, "noise": "gumbel", "noise_temperature": 1.0}
+    _, _, seen = generate_recording(model, ids, {**settings, "seed": 10}, **GREEDY)
+    _, _, alone = generate_recording(model, ids[2:], {**settings, "seed": 12}, **GREEDY)
+    _, _, other = generate_recording(model, ids[2:], {**settings, "seed": 10}, **GREEDY)
+    torch.testing.assert_close(alone[1][0], seen[1][2], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(other[1][0], seen[1][2], atol=1e-3)
+
+
+def word_level_tokenizer():
+    """A real (tiny, word-level) fast tokenizer whose vocabulary holds ``</think>``."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"<unk>": 0, "a": 1, "b": 2, "</think>": THINK_END}
+    core = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
+
+
+def test_think_end_is_resolved_with_the_tokenizer(model):
+    tok = word_level_tokenizer()
+    with enable_moi(model, region="thinking", tokenizer=tok) as handle:
+        assert handle.config.think_end == THINK_END  # the default "</think>"
+    with enable_moi(model, region="thinking", think_end="b", tokenizer=tok) as handle:
+        assert handle.config.think_end == 2
+    with enable_moi(model, region="thinking", think_end=7) as handle:
+        assert handle.config.think_end == 7
+    with pytest.raises(ValueError, match=r"think_end='a b' is not one token"):
+        enable_moi(model, region="thinking", think_end="a b", tokenizer=tok)
+    with pytest.raises(ValueError, match=r"think_end='zzz' is not one token"):
+        enable_moi(model, region="thinking", think_end="zzz", tokenizer=tok)
+    with pytest.raises(ValueError, match=r"pass tokenizer= to look up think_end='</think>'"):
+        enable_moi(model, region="thinking")
+    with pytest.raises(ValueError, match="think_end=500 is not a token id of this model"):
+        enable_moi(model, region="thinking", think_end=500)
+    assert "generate" not in model.__dict__
+    # Without a thinking region the think-end token is never looked up.
+    with enable_moi(model, mode="soft") as handle:
+        assert handle.config.think_end == "</think>"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "soft", "prior": "raw"}, "drop prior='raw'"),
+        ({"cold_stop_entropy": 0.5}, "region='thinking'"),
+        ({"region": "thinking", "think_end": 5, "cold_stop_steps": 4}, "cold_stop_entropy"),
+        ({"mode": "direct", "noise": "gumbel"}, "noise"),
+        ({"noise_temperature": 0.5}, "noise_temperature"),
+        ({"noise": "uniform"}, "noise must be one of"),
+        ({"region": "answer"}, "region must be one of"),
+        ({"config": MoIConfig(), "beta": 2.0}, "either config= or the settings"),
+        ({"config": MoIConfig(), "mode": "soft", "noise": "gumbel"}, "mode, noise"),
+        ({"noise": "gumbel", "seed": "x"}, "seed must be an int"),
+    ],
+)
+def test_bad_family_arguments(model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        enable_moi(model, **kwargs)
+    assert "generate" not in model.__dict__
+
+
+def test_config_argument_equals_loose_arguments(model):
+    ids = prompts()
+    settings = {"mode": "soft", "noise": "gumbel", "seed": 3}
+    torch.manual_seed(0)
+    a = generate(model, ids, **settings, **SAMPLING).sequences
+    config = MoIConfig(mode="soft", noise="gumbel")
+    torch.manual_seed(0)
+    b = generate(model, ids, config=config, seed=3, **SAMPLING).sequences
+    assert torch.equal(a, b)
+    assert enable_moi(model, config=config).config == config
+    model._mixinputs_handle.disable()
+    # The mode's own K unless one is named; an explicit None is the whole vocabulary.
+    for kwargs, k in (
+        ({"mode": "soft"}, 10),
+        ({}, 20),
+        ({"mode": "soft", "top_k": 4}, 4),
+        ({"top_k": None}, None),
+    ):
+        with enable_moi(model, **kwargs) as handle:
+            assert handle.config.top_k == k

@@ -165,19 +165,30 @@ def test_a_request_mixes_the_same_alone_and_in_any_batch(llm, extra):
 
 def test_fused_triton_step_drives_the_engine_like_the_reference(llm):
     """The fused Triton step (the CUDA path) run here under Triton's interpreter, in an engine
-    of its own: MoI, direct and sampling-prior rows with different K give the same tokens as
-    this module's engine, which mixes with the PyTorch reference."""
+    of its own: MoI, direct, sampling-prior and soft-input method rows with different K give the
+    same tokens as this module's engine, which mixes with the PyTorch reference."""
     moi_rows = [
         {"mixinputs_beta": 1.0, "mixinputs_top_k": 5},
         {"mixinputs_mode": "direct", "mixinputs_top_k": 20},
         {"mixinputs_beta": 0.5, "mixinputs_top_k": 12, "mixinputs_prior": "sampling"},
+        # The soft-input methods go through the same kernels (noise drawn from the seed).
+        {"mixinputs_beta": 1.0, "mixinputs_noise": "gumbel"},
+        {
+            "mixinputs_mode": "direct",
+            "mixinputs_top_k": 7,
+            "mixinputs_region": "thinking",
+            "mixinputs_think_end": 100,
+        },
     ]
-    prompts = PROMPTS[:3]
-    reference = generate(llm, prompts, [greedy(x, max_tokens=12) for x in moi_rows])
+    prompts = [*PROMPTS, PROMPTS[0]]
+    reference = generate(llm, prompts, [greedy(x, max_tokens=12, seed=3) for x in moi_rows])
     info: dict = {}
     fused = run_engine_subprocess(
         [
-            {"prompt": p, "params": {"max_tokens": 12, "temperature": 0.0, "extra_args": x}}
+            {
+                "prompt": p,
+                "params": {"max_tokens": 12, "temperature": 0.0, "seed": 3, "extra_args": x},
+            }
             for p, x in zip(prompts, moi_rows, strict=True)
         ],
         env={"TRITON_INTERPRET": "1"},

@@ -20,22 +20,48 @@ from vllm import SamplingParams  # noqa: E402
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 PROMPTS = [f"Story {i}: Once upon a time, in a village by the river, there lived" for i in range(6)]
+# The soft-input methods resume exactly too: noise (replayed from the stored weights, the same
+# seed after resume) and a thinking region whose Cold Stop streak spans the preemption (tau above
+# any entropy: the think-end token, id 100, is forced at output token 120).
+COLD_STOP = {
+    "mixinputs_beta": 2.0,
+    "mixinputs_noise": "dirichlet",
+    "mixinputs_region": "thinking",
+    "mixinputs_think_end": 100,
+    "mixinputs_cold_stop_entropy": 100.0,
+    "mixinputs_cold_stop_steps": 120,
+}
 EXTRAS = [
     {"mixinputs_beta": 1.0},
-    {"mixinputs_beta": 0.5},
+    {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"},
     None,
-    {"mixinputs_beta": 2.0},
+    COLD_STOP,
     {"mixinputs_mode": "direct"},
     None,
 ]
+SAMPLING = [  # temperature and seed per request (seeded: the reference engine draws the same)
+    {"temperature": 0.0},
+    {"temperature": 0.8, "seed": 5},
+    {"temperature": 0.0},
+    {"temperature": 0.8, "seed": 6},
+    {"temperature": 0.0},
+    {"temperature": 0.8, "seed": 7},
+]
 MAX_TOKENS = 160
-ENGINE = {"max_model_len": 512, "max_num_seqs": 6, "max_num_batched_tokens": 512}
+# No chunked prefill: vLLM 0.32's CPU runner cannot rewind a seeded request's generator after a
+# partial-prefill sample, which resumed requests would otherwise hit.
+ENGINE = {
+    "max_model_len": 512,
+    "max_num_seqs": 6,
+    "max_num_batched_tokens": 512,
+    "enable_chunked_prefill": False,
+}
 
 
 def params():
     return [
-        SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, extra_args=e)
-        for e in EXTRAS
+        SamplingParams(max_tokens=MAX_TOKENS, ignore_eos=True, extra_args=e, **s)
+        for e, s in zip(EXTRAS, SAMPLING, strict=True)
     ]
 
 
@@ -44,14 +70,9 @@ def uninterrupted():
     requests = [
         {
             "prompt": p,
-            "params": {
-                "max_tokens": MAX_TOKENS,
-                "temperature": 0.0,
-                "ignore_eos": True,
-                "extra_args": e,
-            },
+            "params": {"max_tokens": MAX_TOKENS, "ignore_eos": True, "extra_args": e, **s},
         }
-        for p, e in zip(PROMPTS, EXTRAS, strict=True)
+        for p, e, s in zip(PROMPTS, EXTRAS, SAMPLING, strict=True)
     ]
     return [r["token_ids"] for r in run_engine_subprocess(requests, env={}, engine=ENGINE)]
 
@@ -68,3 +89,6 @@ def test_resumed_requests_equal_uninterrupted_ones(uninterrupted):
     assert state["alive"] == 0 and state["slots_used"] == 0
     for i, (got, want) in enumerate(zip(out, uninterrupted, strict=True)):
         assert got == want, f"request {i} ({EXTRAS[i]}) diverged after preemption"
+    cold = EXTRAS.index(COLD_STOP)
+    steps = COLD_STOP["mixinputs_cold_stop_steps"]
+    assert out[cold][steps - 1] == COLD_STOP["mixinputs_think_end"]  # Cold Stop's forced token

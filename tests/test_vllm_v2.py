@@ -53,8 +53,32 @@ PROMPTS = [
     "Question: what is 17 + 25? Answer:",
 ]
 MOI = {"mixinputs_beta": 1.0}
-PREEMPT_PROMPTS = [f"Story {i}: Once upon a time, in a village by the river," for i in range(4)]
-PREEMPT_EXTRAS = [MOI, None, {"mixinputs_beta": 0.5}, {"mixinputs_mode": "direct"}]
+PREEMPT_PROMPTS = [f"Story {i}: Once upon a time, in a village by the river," for i in range(6)]
+COLD_STOP = {  # tau above any entropy: the think-end token (id 100) is forced at token 25
+    "mixinputs_noise": "dirichlet",
+    "mixinputs_region": "thinking",
+    "mixinputs_think_end": 100,
+    "mixinputs_cold_stop_entropy": 100.0,
+    "mixinputs_cold_stop_steps": 25,
+}
+SOFT_GUMBEL = {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"}
+PREEMPT_EXTRAS = [
+    MOI,
+    None,
+    {"mixinputs_beta": 0.5},
+    {"mixinputs_mode": "direct"},
+    SOFT_GUMBEL,
+    COLD_STOP,
+]
+# Seeded sampling for the method rows: the reference engine draws the same tokens and noise.
+PREEMPT_SAMPLING = [
+    {},
+    {},
+    {},
+    {},
+    {"temperature": 0.8, "seed": 5},
+    {"temperature": 0.8, "seed": 6},
+]
 PREEMPT_TOKENS = 40
 LONG_PROMPT = " ".join(f"Item {i} is a word about colour number {i}." for i in range(9))
 
@@ -68,7 +92,10 @@ def batch(prompts, params) -> list[dict]:
 
 
 def preempt_batch() -> list[dict]:
-    params = [greedy(e, PREEMPT_TOKENS, ignore_eos=True) for e in PREEMPT_EXTRAS]
+    params = [
+        greedy(e, PREEMPT_TOKENS, ignore_eos=True) | s
+        for e, s in zip(PREEMPT_EXTRAS, PREEMPT_SAMPLING, strict=True)
+    ]
     return batch(PREEMPT_PROMPTS, params)
 
 
@@ -206,12 +233,12 @@ def test_mixed_batch_isolation(engine, no_plugin):
 
 
 def _check_trace(path: Path) -> tuple[int, int, list[dict]]:
-    """Every mixture equals ``mix_embeddings`` on the same logits, and every forward fed exactly
-    the newest mixture of each MoI request. Returns (mixtures checked, feeds checked, records)."""
-    from mixinputs import mix_embeddings
+    """Every mixture equals ``mixing``'s reference on the same logits, and every forward fed
+    exactly the newest mixture of each MoI request. Returns (mixtures checked, feeds checked,
+    records)."""
+    from tests.vllm_support import check_step_record
 
     data = torch.load(path)
-    weight = data["weight"]
     newest: dict[str, torch.Tensor] = {}
     mixed = fed = 0
     for rec in data["records"]:
@@ -220,18 +247,8 @@ def _check_trace(path: Path) -> tuple[int, int, list[dict]]:
                 torch.testing.assert_close(row, newest[req_id], rtol=0, atol=0)
                 fed += 1
             continue
-        for i, req_id in enumerate(rec["req_ids"]):
-            expected = mix_embeddings(
-                rec["prior"][i : i + 1],
-                rec["sampled"][i : i + 1],
-                weight,
-                rec["beta"][i : i + 1],
-                mode=rec["direct"][i : i + 1],
-                top_k=int(rec["top_k"][i]),
-            )[0]
-            torch.testing.assert_close(rec["mixed"][i], expected, rtol=1e-5, atol=1e-6)
-            newest[req_id] = rec["mixed"][i]
-            mixed += 1
+        mixed += check_step_record(rec, data["weight"], rtol=1e-5)
+        newest.update(zip(rec["req_ids"], rec["mixed"], strict=True))
     return mixed, fed, [r for r in data["records"] if "fed" not in r]
 
 
@@ -244,6 +261,26 @@ def test_fed_embeddings_equal_mix_embeddings(engine, tmp_path):
     mixed, fed, _ = _check_trace(tmp_path / "trace.pt")
     assert mixed == 4 * 8
     assert fed == 4 * 7  # the last mixture of each request is never fed: it has finished
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_every_method_feeds_its_reference_mixture(engine, tmp_path):
+    """Soft thinking, noise, a thinking region and Cold Stop side by side: each row fed
+    ``mixing.mix_step`` on its logits, and each forward fed each request's newest mixture."""
+
+    thinking = {"mixinputs_region": "thinking", "mixinputs_think_end": 100}
+    extras = [
+        {"mixinputs_mode": "soft"},
+        SOFT_GUMBEL,
+        {"mixinputs_beta": 2.0, "mixinputs_noise": "dirichlet", **thinking},
+        {**COLD_STOP, "mixinputs_cold_stop_steps": 4},
+    ]
+    params = [greedy(e, 8, ignore_eos=True, temperature=0.8, seed=i) for i, e in enumerate(extras)]
+    out = engine.generate(batch(PROMPTS, params), trace=tmp_path / "trace.pt")
+    mixed, fed, _ = _check_trace(tmp_path / "trace.pt")
+    assert mixed == 4 * 8 and fed == 4 * 7
+    assert ids(out)[3][3] == 100  # Cold Stop after 4 low-entropy thinking steps
 
 
 @pytest.mark.vllm
@@ -281,6 +318,8 @@ def test_preempted_requests_resume_equal_to_uninterrupted_ones(engine, uninterru
     assert info["replayed"] > before, "no MoI request was preempted and resumed"
     for i, (got, want) in enumerate(zip(ids(out), ids(uninterrupted), strict=True)):
         assert got == want, f"request {i} ({PREEMPT_EXTRAS[i]}) diverged after preemption"
+    cold = ids(out)[PREEMPT_EXTRAS.index(COLD_STOP)]
+    assert cold[COLD_STOP["mixinputs_cold_stop_steps"] - 1] == COLD_STOP["mixinputs_think_end"]
 
 
 @pytest.mark.vllm
@@ -397,7 +436,7 @@ def test_mixture_equals_mix_embeddings_and_is_recorded():
     plan = state.take_plan(batch)
     logits = torch.randn(2, 64)
     sampled = torch.tensor([[7], [9]])
-    state.mix_after_sampling(plan, logits.clone(), sampled)
+    state.mix_after_sampling(plan, logits.clone(), SimpleNamespace(sampled_token_ids=sampled))
     weight = state.embed.base.weight
     for row, (beta, k, slot) in enumerate(((0.5, 3, 1), (1.0, 20, 2))):
         expected = mix_embeddings(logits[row : row + 1], sampled[row, :1], weight, beta, top_k=k)
@@ -511,7 +550,7 @@ def _summary(llm) -> dict:
         info.update(
             moi_slots=int(moi.is_moi.sum()),
             parked=len(moi.parked),
-            pending=len(moi._pending),
+            pending=len(moi.staging._pending),
             replayed=moi.num_replayed,
         )
     return info

@@ -214,3 +214,43 @@ def openai_server(log_path: Path, *extra_args: str, timeout: float = 400):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# -- checking traced steps against the reference --------------------------------------------------
+def check_step_record(rec: dict, weight, width: int = 20, rtol: float = 2**-7) -> int:
+    """Every row of one traced step fed ``mixing``'s reference on the same logits: the soft-input
+    methods through ``mix_step``, plain MoI / direct rows through ``mix_embeddings``. Returns
+    the number of rows checked."""
+    import torch
+
+    from mixinputs import mix_embeddings
+    from mixinputs.mixing import MethodRows, RegionState, mix_step
+
+    mixed = rec["mixed"].float()
+    if rec.get("methods") is not None:
+        rows = MethodRows(*rec["methods"])
+        state = RegionState(*rec["state"])
+        expected, step, _ = mix_step(
+            rec["prior"], rec["sampled"], weight, rows, state, width, rec["top_k"]
+        )
+        assert torch.equal(step.sampled, rec["emitted"]), (step.sampled, rec["emitted"])
+    else:
+        expected = mix_embeddings(
+            rec["prior"], rec["sampled"], weight, rec["beta"], mode=rec["direct"], top_k=width
+        )
+        if "top_k" in rec and bool((rec["top_k"] < width).any()):
+            expected = torch.stack(
+                [
+                    mix_embeddings(
+                        rec["prior"][i : i + 1],
+                        rec["sampled"][i : i + 1],
+                        weight,
+                        rec["beta"][i : i + 1],
+                        mode=rec["direct"][i : i + 1],
+                        top_k=int(rec["top_k"][i]),
+                    )[0]
+                    for i in range(len(rec["sampled"]))
+                ]
+            )
+    torch.testing.assert_close(mixed, expected.to(rec["mixed"].dtype).float(), rtol=rtol, atol=1e-6)
+    return len(rec["sampled"])

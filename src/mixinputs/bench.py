@@ -1,17 +1,21 @@
-"""MoI's cost against vanilla vLLM and against standard decoding, measured side by side in one run.
+"""MoI's cost (and each other method's) against vanilla vLLM and against standard decoding,
+measured side by side in one run.
 
 vLLM: two engines, each in its own process, alive for the whole run:
 - **vanilla**: vLLM with no plugin loaded (``VLLM_PLUGINS`` names no plugin: what a user without
   mixinputs runs);
-- **plugin**: vLLM with mixinputs loaded, serving two arms: **standard** requests
-  (``mixinputs_mode: off``) and **MoI** requests.
-For each output length and batch size: the same prompts, rounds of the three arms interleaved
-(the order rotates every round) after a short warm-up round, every request generating exactly
-``max_tokens`` tokens. Reports median decode tokens per second per arm and the median of the
-per-round ratios MoI/vanilla, standard/vanilla and MoI/standard. Ratios are measured, never
-asserted.
+- **plugin**: vLLM with mixinputs loaded, serving **standard** requests (``mixinputs_mode: off``)
+  and one arm per mixing method (``--method``, default ``moi``; each sends its
+  ``MoIConfig.to_request()`` keys).
+For each output length and batch size: the same prompts, rounds of all arms interleaved (the
+order rotates every round) after a short warm-up round, every request generating exactly
+``max_tokens`` tokens. Reports median decode tokens per second per arm and, per method, the
+median of the per-round ratios method/vanilla, standard/vanilla and method/standard. Ratios are
+measured, never asserted. A ``@thinking`` method gets a think-end token id the model never emits
+(:func:`bench_methods`), so it mixes for the whole run.
 
     mixinputs bench --quick                 # vLLM, batch 8 and 64, 32 tokens: < 3 min on 2 cores
+    mixinputs bench --quick --method moi,soft,soft+gumbel,moi@thinking   # batch 8 only
     mixinputs bench --json bench.json       # vLLM and transformers; batch 1, 8, 64 (GPU: 256)
     mixinputs bench --model benchmarks/gpu/configs/qwq-32b --backend vllm   # dummy weights
 
@@ -36,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mixinputs.config import MoIConfig
+from mixinputs.config import DEFAULT_THINK_END, STANDARD_REQUEST, MoIConfig
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm. Chapter 1:"
 PROMPT_TOKENS = 24  # token-id prompts (no tokenizer): this many ids each
@@ -62,6 +66,7 @@ class Result:
     moi_vs_vanilla_ratios: list[float] = field(default_factory=list)
     standard_vs_vanilla_ratios: list[float] = field(default_factory=list)
     vanilla_tpot_ms: float | None = None
+    method: str = "moi"  # the mixing arm: "moi", or a method spec (``eval.methods``)
 
 
 def interleaved(run: Callable[[bool], float], tokens: int, rounds: int, warmup: int = 1):
@@ -99,7 +104,7 @@ def _median_ratio(num: list[float], den: list[float]) -> tuple[float, list[float
     return statistics.median(ratios), ratios
 
 
-def _result(backend, batch, max_tokens, std, moi, vanilla=None) -> Result:
+def _result(backend, batch, max_tokens, std, moi, vanilla=None, method="moi") -> Result:
     """Tokens per second per round for each arm -> medians and per-round ratios."""
     ratio, ratios = _median_ratio(moi, std)
     result = Result(
@@ -113,6 +118,7 @@ def _result(backend, batch, max_tokens, std, moi, vanilla=None) -> Result:
         ratios=ratios,
         standard_tpot_ms=1000 * batch / statistics.median(std),
         moi_tpot_ms=1000 * batch / statistics.median(moi),
+        method=method,
     )
     if vanilla is not None:
         result.vanilla_tok_s = statistics.median(vanilla)
@@ -155,7 +161,7 @@ def serve_engine() -> None:
     """The engine process: reads one JSON command a line on stdin, answers on stdout.
 
     ``{"engine": {...}}`` first (start the engine); then ``{"run": {"batch", "max_tokens",
-    "moi"}}`` -> ``{"seconds"}``; ``{"memory": true}``; ``{"quit": true}``.
+    "extra"}}`` -> ``{"seconds"}``; ``{"memory": true}``; ``{"quit": true}``.
     """
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # the memory probe
 
@@ -166,12 +172,9 @@ def serve_engine() -> None:
     spec = json.loads(sys.stdin.readline())
     from vllm import LLM, SamplingParams
 
-    from mixinputs.config import STANDARD_REQUEST
-
     engine = spec["engine"]
     llm = LLM(**engine)
     token_ids = bool(engine.get("skip_tokenizer_init"))
-    moi = spec.get("moi") or {}
     reply({"ready": True, **_engine_facts(llm)})
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -182,7 +185,7 @@ def serve_engine() -> None:
                 temperature=0.0,
                 ignore_eos=True,
                 detokenize=not token_ids,
-                extra_args=(moi if run["moi"] else dict(STANDARD_REQUEST)) if moi else None,
+                extra_args=run.get("extra"),  # a method's request keys; standard: mode off
             )
             prompts = _prompts(run["batch"], token_ids)
             start = time.perf_counter()
@@ -233,7 +236,7 @@ def _plugin_memory(worker) -> dict:
 class EngineProcess:
     """An engine in a child process (its own environment), driven one command at a time."""
 
-    def __init__(self, name: str, engine: dict, env: dict[str, str], moi: dict | None):
+    def __init__(self, name: str, engine: dict, env: dict[str, str]):
         self.name = name
         self.log: list[str] = []
         self.proc = subprocess.Popen(
@@ -246,7 +249,7 @@ class EngineProcess:
         )
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._drain, daemon=True).start()
-        self._send({"engine": engine, "moi": moi})
+        self._send({"engine": engine})
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
@@ -271,8 +274,8 @@ class EngineProcess:
             raise RuntimeError(f"the {self.name} engine process gave no answer:\n{tail}")
         return answer
 
-    def run(self, batch: int, max_tokens: int, moi: bool = False) -> float:
-        self._send({"run": {"batch": batch, "max_tokens": max_tokens, "moi": moi}})
+    def run(self, batch: int, max_tokens: int, extra: dict | None = None) -> float:
+        self._send({"run": {"batch": batch, "max_tokens": max_tokens, "extra": extra}})
         answer = self.wait()
         if answer["tokens"] != batch * max_tokens:
             raise RuntimeError(
@@ -298,11 +301,14 @@ def bench_vllm(
     batches: list[int],
     lengths: list[int],
     rounds: int,
-    moi: MoIConfig,
+    methods: dict[str, MoIConfig],
     vanilla: str = "interleaved",
     **engine,
 ) -> tuple[list[Result], dict, dict]:
-    """(results, plugin memory, facts per engine).
+    """(results, plugin memory, facts per engine); one result per shape and method.
+
+    ``methods``: the mixing arms by name (``{"moi": MoIConfig(beta=1)}``, or several: each is an
+    arm of the plugin engine, interleaved with the others).
 
     ``vanilla``: ``"interleaved"`` (both engines up together, the three arms' rounds
     interleaved), ``"sequential"`` (the vanilla engine's rounds first, then the plugin engine's:
@@ -322,28 +328,33 @@ def bench_vllm(
     def start(name: str) -> EngineProcess:
         if name == "vanilla":  # a plugin name that is not ours: vLLM loads none
             env = {**base_env, "VLLM_PLUGINS": "no-plugin-at-all"}
-            return EngineProcess(name, spec, env, None)
-        return EngineProcess(name, spec, base_env, moi.to_request())
+            return EngineProcess(name, spec, env)
+        return EngineProcess(name, spec, base_env)
+
+    requests = {name: config.to_request() for name, config in methods.items()}
 
     def measure(procs: dict[str, EngineProcess], arms: list[str], times: dict) -> None:
         for b, n in shapes:
             calls = {
                 "vanilla": lambda tokens, b=b: procs["vanilla"].run(b, tokens),
-                "standard": lambda tokens, b=b: procs["plugin"].run(b, tokens, False),
-                "moi": lambda tokens, b=b: procs["plugin"].run(b, tokens, True),
+                "standard": lambda tokens, b=b: procs["plugin"].run(b, tokens, STANDARD_REQUEST),
             }
+            for name, extra in requests.items():
+                calls[name] = lambda tokens, b=b, x=extra: procs["plugin"].run(b, tokens, x)
             for arm in arms:  # warm-up: each arm once at this batch size, short, not counted
                 calls[arm](min(n, WARMUP_TOKENS))
             timed = {arm: (lambda f=calls[arm], n=n: f(n)) for arm in arms}
             got = interleaved_arms(timed, rounds, warmup=0)
             times.setdefault((b, n), {}).update(got)
-            if "moi" in arms:
-                _progress(_to_result(b, n, times[(b, n)]))
+            for name in methods:
+                if name in arms:
+                    _progress(_to_result(b, n, times[(b, n)], name))
 
+    mixing = list(methods)
     groups = {
-        "interleaved": [(["plugin", "vanilla"], ["vanilla", "standard", "moi"])],
-        "sequential": [(["vanilla"], ["vanilla"]), (["plugin"], ["standard", "moi"])],
-        "off": [(["plugin"], ["standard", "moi"])],
+        "interleaved": [(["plugin", "vanilla"], ["vanilla", "standard", *mixing])],
+        "sequential": [(["vanilla"], ["vanilla"]), (["plugin"], ["standard", *mixing])],
+        "off": [(["plugin"], ["standard", *mixing])],
     }[vanilla]
     times: dict = {}
     facts: dict = {}
@@ -363,12 +374,23 @@ def bench_vllm(
         finally:
             for p in procs.values():
                 p.close()
-    return [_to_result(b, n, times[(b, n)]) for b, n in shapes], memory, facts
+    results = [_to_result(b, n, times[(b, n)], m) for b, n in shapes for m in methods]
+    return results, memory, facts
 
 
-def _to_result(batch: int, max_tokens: int, seconds: dict[str, list[float]]) -> Result:
+def _to_result(
+    batch: int, max_tokens: int, seconds: dict[str, list[float]], method: str = "moi"
+) -> Result:
     tok_s = {arm: [batch * max_tokens / t for t in ts] for arm, ts in seconds.items()}
-    return _result("vllm", batch, max_tokens, tok_s["standard"], tok_s["moi"], tok_s.get("vanilla"))
+    return _result(
+        "vllm",
+        batch,
+        max_tokens,
+        tok_s["standard"],
+        tok_s[method],
+        tok_s.get("vanilla"),
+        method,
+    )
 
 
 # -- transformers --------------------------------------------------------------------------------
@@ -400,7 +422,7 @@ def bench_hf(
             start = time.perf_counter()
             with torch.inference_mode():
                 if use_moi:
-                    with enable_moi(lm, beta=moi.beta, mode=moi.mode, top_k=moi.top_k):
+                    with enable_moi(lm, config=moi, tokenizer=tok):
                         lm.generate(**enc, **kw)
                 else:
                     lm.generate(**enc, **kw)
@@ -430,12 +452,13 @@ def _progress(r: Result) -> None:
     vanilla = ""
     if r.vanilla_tok_s is not None:
         vanilla = (
-            f"vanilla {r.vanilla_tok_s:8.1f}, MoI/vanilla {r.moi_vs_vanilla:.3f}, "
+            f"vanilla {r.vanilla_tok_s:8.1f}, {r.method}/vanilla {r.moi_vs_vanilla:.3f}, "
             f"standard/vanilla {r.standard_vs_vanilla:.3f}, "
         )
     print(
         f"  {r.backend:5s} batch {r.batch_size:3d} x {r.max_tokens:5d} tokens (tok/s): {vanilla}"
-        f"standard {r.standard_tok_s:8.1f}, MoI {r.moi_tok_s:8.1f}, MoI/standard {r.ratio:.3f} "
+        f"standard {r.standard_tok_s:8.1f}, {r.method} {r.moi_tok_s:8.1f}, "
+        f"{r.method}/standard {r.ratio:.3f} "
         f"(rounds: {', '.join(f'{x:.3f}' for x in r.ratios)})",
         flush=True,
     )
@@ -464,8 +487,13 @@ def run_bench(
     dtype: str | None = None,
     vanilla: str = "interleaved",
     engine_args: dict | None = None,
+    methods: list[str] | None = None,
 ) -> dict:
-    """Run the benchmark; print a summary line; optionally write one JSON object."""
+    """Run the benchmark; print a summary line; optionally write one JSON object.
+
+    ``methods``: method specs (``eval.methods``) measured side by side, each an arm of the plugin
+    engine (default: ``["moi"]``, with ``beta``).
+    """
     import torch
 
     from mixinputs import engine_dtype
@@ -477,12 +505,12 @@ def run_bench(
     on_gpu = torch.cuda.is_available()
     resolved = engine_dtype.resolve_dtype(dtype, "cuda" if on_gpu else "cpu")
     print(engine_dtype.describe(resolved, dtype), flush=True)
-    if quick:
-        batches = batches or [8, 64]
+    arms = bench_methods(methods or ["moi"], beta, model)
+    if quick:  # each arm is a round more per shape: several methods measure batch 8 only
+        batches = batches or ([8, 64] if len(arms) == 1 else [8])
     batches = batches or ([1, 8, 64, 256] if on_gpu else [1, 8, 64])
     lengths = lengths or ([32] if quick else [128, 2048])
     rounds = rounds or (3 if quick else 5)
-    moi = MoIConfig(beta=beta)
     results: list[Result] = []
     memory = facts = None
     engine = {}
@@ -498,11 +526,17 @@ def run_bench(
             **(engine_args or {}),
         }
         vllm_results, memory, facts = bench_vllm(
-            model, batches, lengths, rounds, moi, vanilla, **engine
+            model, batches, lengths, rounds, arms, vanilla, **engine
         )
         results += vllm_results
     if "hf" in backends:
-        results += bench_hf(model, [b for b in batches if b <= 8], min(lengths), rounds, moi)
+        hf_method, hf_config = next(iter(arms.items()))  # the first method (transformers)
+        hf_results = bench_hf(
+            model, [b for b in batches if b <= 8], min(lengths), rounds, hf_config
+        )
+        for r in hf_results:
+            r.method = hf_method
+        results += hf_results
     report = {
         "results": [asdict(r) for r in results],
         "plugin_memory": memory,
@@ -524,6 +558,8 @@ def run_bench(
                     str(rounds),
                     "--beta",
                     str(beta),
+                    "--method",
+                    ",".join(arms),
                     "--dtype",
                     resolved,
                     "--vanilla",
@@ -536,6 +572,7 @@ def run_bench(
             "dtype": resolved,
             "engine": engine,
             "beta": beta,
+            "methods": {name: c.to_request() for name, c in arms.items()},
             "quick": quick,
             "seconds": time.perf_counter() - started,
             "torch": torch.__version__,
@@ -548,10 +585,10 @@ def run_bench(
         },
     }
     for r in results:
-        line = f"{r.backend} b={r.batch_size} n={r.max_tokens}: MoI/standard {r.ratio:.3f}"
+        line = f"{r.backend} b={r.batch_size} n={r.max_tokens}: {r.method}/standard {r.ratio:.3f}"
         if r.moi_vs_vanilla is not None:
             line += (
-                f", MoI/vanilla {r.moi_vs_vanilla:.3f}, "
+                f", {r.method}/vanilla {r.moi_vs_vanilla:.3f}, "
                 f"standard/vanilla {r.standard_vs_vanilla:.3f}"
             )
         print(line)
@@ -562,6 +599,53 @@ def run_bench(
         with open(json_path, "w") as f:
             json.dump(report, f, indent=1)
     return report
+
+
+def bench_methods(specs: list[str], beta: float, model: str | None) -> dict[str, MoIConfig]:
+    """The mixing arms by label (``eval.methods``); standard decoding is always an arm anyway.
+
+    A moi-mode method that does not set ``beta`` itself takes ``beta`` (``--beta``). A thinking
+    region whose think-end token is left at the default text gets an explicit token id instead:
+    the model's last vocabulary id (``config.json``'s ``vocab_size`` - 1). That id exists in
+    every model's vocabulary, so the engine accepts it on a model without ``</think>`` (the
+    embedded SmolLM2), and greedy decoding of the bench prompt practically never emits it, so the
+    region stays open for the whole run: the cost of mixing while a reasoning model thinks.
+
+    >>> list(bench_methods(["moi", "soft+gumbel", "moi:beta=4"], 2.0, None))
+    ['moi', 'soft+gumbel', 'moi(beta=4)']
+    """
+    from dataclasses import replace
+
+    from mixinputs.eval.methods import method_label, parse_method_options, split_methods
+
+    arms: dict[str, MoIConfig] = {}
+    for spec in split_methods(",".join(specs)):
+        config, explicit = parse_method_options(spec)
+        if config is None:
+            continue  # standard decoding is always an arm
+        if config.mode == "moi" and "beta" not in explicit:
+            config = replace(config, beta=beta)
+        name = method_label(config, beta="beta" in explicit)
+        if config.needs_think_end and "think_end" not in explicit and model:
+            config = replace(config, think_end=never_emitted_token_id(model))
+        if config not in arms.values():  # moi:beta=2 with --beta 2 is the moi arm again
+            arms.setdefault(name, config)
+    if not arms:
+        raise ValueError("bench needs at least one mixing method besides standard, e.g. moi")
+    return arms
+
+
+def never_emitted_token_id(model: str) -> int | str:
+    """A think-end token id the bench never emits: the last id of the model's vocabulary.
+
+    Falls back to the default text when the folder has no ``config.json`` with a ``vocab_size``
+    (the engine then says what is wrong, e.g. no ``</think>`` in the tokenizer).
+    """
+    try:
+        vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return DEFAULT_THINK_END
+    return int(vocab) - 1
 
 
 def _vllm_version() -> str | None:

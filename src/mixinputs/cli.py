@@ -66,9 +66,10 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
         betas, temps, top_ps = runner.PAPER_BETAS, runner.PAPER_TEMPERATURES, runner.PAPER_TOP_PS
     else:
         betas, temps, top_ps = args.beta, args.temperature, args.top_p
-    configs = runner.plan_configs(betas, temps, top_ps, direct=args.direct)
     out = Path(args.out)
     try:
+        methods = [args.method] if args.method else None  # eval.methods splits the list
+        configs = runner.plan_configs(betas, temps, top_ps, direct=args.direct, methods=methods)
         runner.resolve_scorings(tasks, args.scoring)  # a scoring no task has fails before loading
         backend = _eval_backend(args)
         added = runner.run(
@@ -156,7 +157,7 @@ def _cmd_eval_report(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from mixinputs.bench import run_bench
+    from mixinputs.bench import bench_methods, run_bench
 
     backend = args.backend or ("vllm" if args.quick else "vllm,hf")
     try:
@@ -165,6 +166,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"--engine-args is not JSON ({e}): give e.g. '{{\"enforce_eager\": false}}'"
         ) from None
+    try:  # a bad --method fails before any engine starts
+        bench_methods([args.method or "moi"], args.beta, None)
+    except ValueError as e:
+        raise SystemExit(f"--method: {e}") from None
     run_bench(
         backend.split(","),
         args.model,
@@ -177,16 +182,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         vanilla=args.vanilla,
         engine_args=engine_args,
+        methods=[args.method] if args.method else None,  # eval.methods splits the list
     )
     return 0
 
 
 def _add_bench(sub) -> None:
     bench = sub.add_parser(
-        "bench", help="MoI vs standard decoding vs vanilla vLLM (no plugin): throughput"
+        "bench",
+        help="MoI (or each --method) vs standard decoding vs vanilla vLLM (no plugin): throughput",
     )
     bench.add_argument(
-        "--quick", action="store_true", help="vLLM, batch 8 and 64, 32 tokens: < 3 min on 2 cores"
+        "--quick",
+        action="store_true",
+        help="vLLM, batch 8 and 64 (several --method arms: batch 8), 32 tokens: < 3 min on 2 cores",
     )
     bench.add_argument(
         "--backend", default=None, help="comma-separated: vllm, hf (default vllm,hf; quick: vllm)"
@@ -209,6 +218,16 @@ def _add_bench(sub) -> None:
     )
     bench.add_argument("--beta", type=float, default=1.0)
     bench.add_argument(
+        "--method",
+        default=None,
+        help="mixing arms measured side by side with standard and vanilla (default moi), "
+        "comma-separated method specs as in `eval run --method`, e.g. "
+        "moi,direct,soft,soft+gumbel,moi@thinking; moi-mode arms without :beta= take --beta; a "
+        "thinking region without think_end= gets the model's last vocabulary id as its "
+        "think-end token, which greedy decoding of the bench prompt never emits, so the region "
+        "stays open for the whole run",
+    )
+    bench.add_argument(
         "--dtype",
         default=None,
         help="engine dtype (default: float32 on a CPU without native bf16, else the checkpoint's)",
@@ -230,12 +249,35 @@ def _add_bench(sub) -> None:
     bench.set_defaults(func=_cmd_bench)
 
 
+METHODS_HELP = """\
+methods (--method, comma-separated; standard decoding always runs as the baseline):
+  standard
+  MODE[+NOISE][@REGION][:key=value]...
+    MODE    moi (Mixture of Inputs), direct (direct mixture), soft (Soft Thinking)
+    NOISE   dirichlet | gumbel (noisy weights; moi and soft only)
+    REGION  all (default) | thinking (mix only until the think-end token, </think>)
+    key     beta, top_k, prior, think_end, cold_stop_entropy, cold_stop_steps,
+            noise_temperature (the request keys without mixinputs_)
+  examples: moi  direct  soft  soft+gumbel  moi+dirichlet  moi@thinking  moi:beta=2
+            soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=256
+  A moi-mode method without :beta= runs once per --beta (moi, moi@thinking, ...); --direct
+  adds direct. Reports label each method by its name plus its non-default options, e.g.
+  moi@thinking(think_end=151668); a label is itself a spec (quote the parentheses).
+  e.g. mixinputs eval run --task gsm8k --limit 20 --method moi,direct,soft,soft+gumbel
+"""
+
+
 def _add_eval(sub) -> None:
     from mixinputs.eval.tasks import TASKS
 
     ev = sub.add_parser("eval", help="accuracy of standard decoding vs MoI (run, rescore, report)")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
-    run = ev_sub.add_parser("run", help="generate, score and report (the default)")
+    run = ev_sub.add_parser(
+        "run",
+        help="generate, score and report (the default)",
+        epilog=METHODS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--task", required=True, help=f"comma-separated: {', '.join(TASKS)}")
     run.add_argument(
         "--model", default=None, help="default: the embedded model (openai: the served one)"
@@ -279,7 +321,15 @@ def _add_eval(sub) -> None:
         action="store_true",
         help="the paper's grid: beta {1/4..8} x T {0.6,0.8,1.0} x top-p {0.4..0.95}",
     )
-    run.add_argument("--direct", action="store_true", help="also run direct mixture")
+    run.add_argument(
+        "--direct", action="store_true", help="also run direct mixture (same as adding direct)"
+    )
+    run.add_argument(
+        "--method",
+        default="moi",
+        help="comma-separated method specs run side by side with standard decoding (always "
+        "run, the baseline of every comparison); default moi. See 'methods' below",
+    )
     run.add_argument("--max-tokens", type=int, default=2048)
     run.add_argument(
         "--batch-size",

@@ -1,17 +1,37 @@
-"""MoI for Hugging Face transformers: the ordinary ``model.generate()`` with mixture inputs.
+"""MoI and the soft-input family for Hugging Face transformers: ``model.generate()`` with mixed
+inputs.
 
-How it works, per decode step of ``generate``:
+How it works, per decode step j of ``generate`` (rows b of the batch, B of them):
 
 1. A logits processor placed first in generate's list records the raw (temperature-1) logits
-   [B, V]; one placed last records the distribution the token is drawn from (``prior="sampling"``).
-   Both return the scores unchanged.
+   [B, V]; one placed last records the distribution the token is drawn from (after temperature,
+   top-k, top-p and min-p: tokens cut off are -inf). Both leave the scores unchanged, except for
+   Cold Stop below.
 2. generate samples y and calls the model on it. A forward hook on the input embedding module sees
    those ids [B, 1] and replaces its output with ``Σ w_i · embed(i)`` over the candidates
    (``mixinputs.mixing``), so the step's input is the mixture instead of ``E[y]``.
 
-On CUDA, with a plain ``nn.Embedding`` and Triton present, step 2 runs as the fused Triton step
-(``mixinputs.fused_step``: one top-K pass over the logits and one mixing kernel); elsewhere, and
-for embeddings that scale or transform their rows, the PyTorch reference does.
+Plain MoI and direct mixture: on CUDA, with a plain ``nn.Embedding`` and Triton present, step 2
+runs as the fused Triton step (``mixinputs.fused_step``: one top-K pass over the logits and one
+mixing kernel); elsewhere, and for embeddings that scale or transform their rows, the PyTorch
+reference does.
+
+The soft-input family (soft thinking, a thinking region, Cold Stop, noise; see
+``MoIConfig.needs_method_step``) runs the PyTorch reference ``mixing.apply_methods``:
+
+- the last processor takes the prior's top-K once per step; with Cold Stop it also runs
+  ``apply_methods`` on them (the entropy it tests depends on the top-K only, not on y) and, for
+  rows whose low-entropy streak reaches L now, sets every score to -inf but the think-end token's,
+  so generate emits that token;
+- the hook builds the candidates from that top-K and the emitted y, runs ``apply_methods`` with
+  each row's carried ``RegionState`` (the same decision for forced rows, which are fed
+  ``E[think_end]``), mixes, and moves the state on: once per step, here.
+
+Noise for row b at output position j (its j-th generated token, from 0) is keyed by
+``(seed + b, j, token id)``; ``seed`` is drawn once per ``generate`` call from torch's global
+generator unless given, so ``torch.manual_seed`` makes a noisy run reproducible.
+With greedy decoding the distribution sampled from is a point mass on y: a ``"sampling"`` prior
+(soft thinking included) then feeds ``E[y]``, as the vLLM plugin does.
 
 Prompt tokens (and left padding) are embedded as usual: the hook only acts right after a token was
 sampled. Rows of a batch are mixed independently. Beam search and assisted decoding are refused:
@@ -22,34 +42,78 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from mixinputs.config import MoIConfig
-from mixinputs.mixing import candidates_from_logits, mix_rows, mixture_weights
+from mixinputs.config import (
+    DEFAULT_BETA,
+    DEFAULT_COLD_STOP_STEPS,
+    MoIConfig,
+    MoIConfigError,
+    parse_top_k,
+)
+from mixinputs.mixing import (
+    MethodRows,
+    RegionState,
+    apply_methods,
+    candidates_from_logits,
+    candidates_from_topk,
+    fresh_state,
+    method_rows,
+    mix_rows,
+    mixture_weights,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MoIHandle", "enable_moi", "generate"]
+__all__ = ["MODE_TOP_K", "MoIHandle", "enable_moi", "generate", "resolve_think_end"]
 
 _MISSING = object()
+_SEED_RANGE = 2**62  # drawn seeds; seed + row index stays inside int64
+
+
+class _ModeTopK:
+    """The default ``top_k``: the mode's own K (20; soft thinking 10)."""
+
+    def __repr__(self) -> str:
+        return "MODE_TOP_K"
+
+
+MODE_TOP_K = _ModeTopK()
+"""``top_k``'s default in :func:`enable_moi` / :func:`generate`: the mode's own K (20; soft 10)."""
 
 
 class MoIHandle:
     """MoI turned on for one model; ``disable()`` (or leaving the ``with`` block) restores it.
 
+    ``state`` is the rows' ``RegionState`` [B] after the last mixed step of the latest
+    ``generate`` call (None before one, and for plain MoI / direct mixture).
+
     >>> with enable_moi(model, beta=1.0):          # doctest: +SKIP
     ...     out = model.generate(**inputs, max_new_tokens=32)
     """
 
-    def __init__(self, model: nn.Module, config: MoIConfig):
+    def __init__(self, model: nn.Module, config: MoIConfig, seed: int | None = None):
+        if config.needs_think_end and not isinstance(config.think_end, int):
+            raise ValueError(
+                f"think_end {config.think_end!r} must be resolved to a token id first "
+                "(enable_moi(..., tokenizer=...) does it)"
+            )
         self.model = model
         self.config = config
+        self.seed = seed
         self.embedding = _input_embedding(model)
+        self.state: RegionState | None = None
         self._raw: torch.Tensor | None = None  # [B, V] raw logits of the step just sampled
         self._sampling: torch.Tensor | None = None  # [B, V] processed scores of that step
+        self._top: tuple[torch.Tensor, torch.Tensor] | None = None  # [B, K] prior top-K
+        self._rows: MethodRows | None = None  # [B] settings, built at the first step
+        self._position = 0  # output index j of the token the hook mixes next
+        self._point_mass = False  # greedy decoding with a "sampling" prior: feed E[y]
+        self._call_seed = 0
         self._active = False  # only inside generate(): direct model(...) calls stay untouched
         self._hook = self.embedding.register_forward_hook(self._on_embed)
         self._saved = {name: model.__dict__.get(name, _MISSING) for name in ("generate",)}
@@ -88,21 +152,55 @@ class MoIHandle:
 
             def get_logits_processor(*p_args: Any, **p_kwargs: Any):
                 processors = original_get_processors(*p_args, **p_kwargs)
-                processors.insert(0, _Record(self, "_raw"))
-                processors.append(_Record(self, "_sampling"))
+                processors.insert(0, _RecordRaw(self))
+                processors.append(_LastProcessor(self))
                 return processors
 
             self.model._get_logits_processor = get_logits_processor
-            self._active, self._raw, self._sampling = True, None, None
+            self._begin(kwargs)
             try:
                 return original_generate(*args, **kwargs)
             finally:
-                self._active, self._raw, self._sampling = False, None, None
+                self._active, self._raw, self._sampling, self._top = False, None, None, None
                 del self.model._get_logits_processor
 
         return generate
 
+    def _begin(self, kwargs: dict[str, Any]) -> None:
+        """Per-call state: nothing recorded, rows and state built at the first step."""
+        self._raw = self._sampling = self._top = None
+        self._rows, self.state, self._position = None, None, 0
+        sampling_prior = self.config.prior == "sampling"
+        self._point_mass = sampling_prior and not _setting(self.model, kwargs, "do_sample", False)
+        self._call_seed = 0
+        if self.config.noise != "none":
+            seed = self.seed
+            if seed is None:  # from torch's global generator: torch.manual_seed reproduces it
+                seed = int(torch.randint(0, _SEED_RANGE, (), dtype=torch.long).item())
+            self._call_seed = seed
+        self._active = True
+
     # -- the step -----------------------------------------------------------------------------
+    def _after_processors(self, scores: torch.Tensor) -> torch.Tensor:
+        """Step 1 (the last processor): record ``scores`` [B, V]; for the family, the prior's
+        top-K and the Cold Stop decision (scores of stopped rows: -inf but the think-end token)."""
+        self._sampling = scores
+        if not self._active or not self.config.needs_method_step:
+            return scores
+        prior = self._raw if self.config.prior == "raw" else scores
+        rows = self._method_rows(prior.shape[0], prior.device)
+        # y is not known yet: a placeholder fills its slot (Cold Stop does not read it).
+        placeholder = torch.zeros(prior.shape[0], dtype=torch.long, device=prior.device)
+        cands = candidates_from_logits(prior, placeholder, self.config.top_k)
+        k = cands.ids.shape[1] - 1
+        self._top = (cands.scores[:, :k], cands.ids[:, :k])
+        if self.config.cold_stop_entropy is None:
+            return scores
+        forced = apply_methods(cands, rows, self.state).forced  # [B] bool
+        only_end = torch.full_like(scores, float("-inf"))
+        only_end[:, self.config.think_end] = 0.0
+        return torch.where(forced.unsqueeze(-1), only_end, scores)
+
     def _on_embed(self, module: nn.Module, args: tuple, output: torch.Tensor):
         prior = self._raw if self.config.prior == "raw" else self._sampling
         if not self._active or prior is None:
@@ -115,19 +213,33 @@ class MoIHandle:
                 f"of shape {None if ids is None else tuple(ids.shape)}; MoI supports plain "
                 "sampling/greedy decoding with the KV cache"
             )
-        return self.mixture(prior, ids[:, 0], module).unsqueeze(1).to(output.dtype)
+        if self.config.needs_method_step:
+            mixed = self._method_mixture(prior, ids[:, 0], module)
+        else:
+            mixed = self.mixture(prior, ids[:, 0], module, point_mass=self._point_mass)
+        return mixed.unsqueeze(1).to(output.dtype)
 
-    def mixture(self, prior: torch.Tensor, sampled: torch.Tensor, module: nn.Module | None = None):
-        """The embedding fed after sampling ``sampled`` [B] from ``prior`` [B, V]: [B, D]."""
+    def mixture(
+        self,
+        prior: torch.Tensor,
+        sampled: torch.Tensor,
+        module: nn.Module | None = None,
+        *,
+        point_mass: bool = False,
+    ) -> torch.Tensor:
+        """Plain MoI / direct mixture: the embedding fed after sampling ``sampled`` [B] from
+        ``prior`` [B, V]: [B, D]. ``point_mass``: the prior is a point mass on y (feeds E[y])."""
         module = module or self.embedding
-        beta = torch.full((prior.shape[0],), self.config.beta, device=prior.device)
-        direct = torch.full((prior.shape[0],), self.config.direct, device=prior.device)
+        batch = prior.shape[0]
+        beta_value = float("inf") if point_mass else self.config.beta
+        beta = torch.full((batch,), beta_value, device=prior.device)
+        direct = torch.full((batch,), self.config.direct and not point_mass, device=prior.device)
         fused = _fused_weight(module, prior, self.config.top_k)
         if fused is not None:
             from mixinputs.fused_step import fused_mix_step
 
             k = self.config.top_k
-            row_k = torch.full((prior.shape[0],), k, dtype=torch.long, device=prior.device)
+            row_k = torch.full((batch,), k, dtype=torch.long, device=prior.device)
             return fused_mix_step(prior, sampled.long(), row_k, k, beta, direct, fused)[2]
         cands = candidates_from_logits(prior, sampled, self.config.top_k)
         weights = mixture_weights(cands.scores, beta, direct)
@@ -136,36 +248,114 @@ class MoIHandle:
         rows = module.forward(cands.ids.to(_device_of(module)))  # [B, K+1, D]
         return mix_rows(weights.to(rows.device), rows)
 
+    def _method_mixture(
+        self, prior: torch.Tensor, sampled: torch.Tensor, module: nn.Module
+    ) -> torch.Tensor:
+        """Step 2 for the family: ``apply_methods`` on this step's top-K and the emitted y [B],
+        then the mixture [B, D]; the rows' state moves on by one step."""
+        if self._top is None:  # the last processor did not run: not a sampling step we know
+            raise RuntimeError("mixinputs: a decode step ran without its logits processors")
+        top_scores, top_ids = self._top
+        self._top = None
+        y = sampled.to(device=prior.device, dtype=torch.long)
+        # Exactly candidates_from_logits(prior, y, top_k), without a second top-K pass.
+        cands = candidates_from_topk(top_scores, top_ids, y, prior.gather(-1, y[:, None])[:, 0])
+        rows = self._rows._replace(position=torch.full_like(self._rows.position, self._position))
+        step = apply_methods(cands, rows, self.state)
+        self.state = step.state
+        self._position += 1
+        weights = mixture_weights(step.scores, step.beta, step.direct)  # [B, K+1] float32
+        embeds = module.forward(step.ids.to(_device_of(module)))  # [B, K+1, D]
+        return mix_rows(weights.to(embeds.device), embeds)
 
-class _Record:
-    """A logits processor that remembers the scores it sees, and returns them unchanged."""
+    def _method_rows(self, batch: int, device: torch.device) -> MethodRows:
+        """The rows' settings [B] (built once per generate call) and their fresh state."""
+        if self._rows is None:
+            seeds = [self._call_seed + b for b in range(batch)]
+            rows = method_rows([self.config] * batch, [0] * batch, seeds, device)
+            if self._point_mass:  # the sampler's distribution is onehot(y): w = onehot(y)
+                rows = rows._replace(
+                    beta=torch.full_like(rows.beta, float("inf")),
+                    direct=torch.zeros_like(rows.direct),
+                    soft=torch.zeros_like(rows.soft),
+                )
+            self._rows, self.state = rows, fresh_state(batch, device)
+        return self._rows
 
-    def __init__(self, handle: MoIHandle, slot: str):
-        self.handle, self.slot = handle, slot
+
+class _RecordRaw:
+    """The first logits processor: remembers the raw logits, returns them unchanged."""
+
+    def __init__(self, handle: MoIHandle):
+        self.handle = handle
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        setattr(self.handle, self.slot, scores)
+        self.handle._raw = scores
         return scores
+
+
+class _LastProcessor:
+    """The last logits processor: remembers the sampler's distribution; applies Cold Stop."""
+
+    def __init__(self, handle: MoIHandle):
+        self.handle = handle
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.handle._after_processors(scores)
 
 
 def enable_moi(
     model: nn.Module,
-    beta: float = 1.0,
+    beta: float = DEFAULT_BETA,
     mode: str = "moi",
-    top_k: int | None = 20,
-    prior: str = "raw",
+    top_k: int | _ModeTopK | None = MODE_TOP_K,
+    prior: str | None = None,
+    *,
+    region: str = "all",
+    think_end: str | int | None = None,
+    cold_stop_entropy: float | None = None,
+    cold_stop_steps: int = DEFAULT_COLD_STOP_STEPS,
+    noise: str = "none",
+    noise_temperature: float | None = None,
+    seed: int | None = None,
+    tokenizer: Any = None,
+    config: MoIConfig | None = None,
 ) -> MoIHandle:
-    """Turn MoI on for ``model.generate`` until the handle is disabled.
+    """Turn MoI (or another method of the family) on for ``model.generate`` until disabled.
+
+    The settings are :class:`~mixinputs.config.MoIConfig`'s, either as arguments or as
+    ``config=`` (not both). ``top_k`` defaults to the mode's K (20; soft 10), ``prior`` to
+    ``"raw"`` (soft: ``"sampling"``), ``think_end`` to ``"</think>"``. A think-end token given as
+    text is looked up with ``tokenizer`` and must be one token. ``seed``: the noise's seed (row b
+    uses ``seed + b``); None draws one per generate call from torch's global generator.
 
     >>> handle = enable_moi(model, beta=1.0)   # doctest: +SKIP
     >>> model.generate(**inputs)               # doctest: +SKIP
     >>> handle.disable()                       # doctest: +SKIP
+    >>> enable_moi(model, mode="soft", region="thinking", cold_stop_entropy=0.1,
+    ...            tokenizer=tokenizer)        # doctest: +SKIP
     """
-    config = MoIConfig(beta=beta, mode=mode, top_k=top_k, prior=prior)
+    loose = {
+        "beta": beta,
+        "mode": mode,
+        "top_k": top_k,
+        "prior": prior,
+        "region": region,
+        "think_end": think_end,
+        "cold_stop_entropy": cold_stop_entropy,
+        "cold_stop_steps": cold_stop_steps,
+        "noise": noise,
+        "noise_temperature": noise_temperature,
+    }
+    config = _config_of(config, loose)
+    embedding = _input_embedding(model)
+    config = resolve_think_end(config, tokenizer, embedding.weight.shape[0])
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an int (or None: drawn per generate call), got {seed!r}")
     existing = getattr(model, "_mixinputs_handle", None)
     if existing is not None and existing.enabled:
         raise RuntimeError("MoI is already enabled on this model: disable the first handle first")
-    handle = MoIHandle(model, config)
+    handle = MoIHandle(model, config, seed=seed)
     model._mixinputs_handle = handle
     return handle
 
@@ -173,18 +363,141 @@ def enable_moi(
 def generate(
     model: nn.Module,
     *args: Any,
-    beta: float = 1.0,
+    beta: float = DEFAULT_BETA,
     mode: str = "moi",
-    top_k: int | None = 20,
-    prior: str = "raw",
+    top_k: int | _ModeTopK | None = MODE_TOP_K,
+    prior: str | None = None,
+    region: str = "all",
+    think_end: str | int | None = None,
+    cold_stop_entropy: float | None = None,
+    cold_stop_steps: int = DEFAULT_COLD_STOP_STEPS,
+    noise: str = "none",
+    noise_temperature: float | None = None,
+    seed: int | None = None,
+    config: MoIConfig | None = None,
     **kwargs: Any,
 ):
-    """``model.generate(*args, **kwargs)`` with MoI, in one call.
+    """``model.generate(*args, **kwargs)`` with MoI (or another method), in one call.
+
+    The MoI arguments are :func:`enable_moi`'s; ``tokenizer=`` goes to both (generate uses it for
+    stop strings).
 
     >>> out = mixinputs.hf.generate(model, **inputs, beta=1.0, max_new_tokens=32)  # doctest: +SKIP
     """
-    with enable_moi(model, beta=beta, mode=mode, top_k=top_k, prior=prior):
+    with enable_moi(
+        model,
+        beta=beta,
+        mode=mode,
+        top_k=top_k,
+        prior=prior,
+        region=region,
+        think_end=think_end,
+        cold_stop_entropy=cold_stop_entropy,
+        cold_stop_steps=cold_stop_steps,
+        noise=noise,
+        noise_temperature=noise_temperature,
+        seed=seed,
+        tokenizer=kwargs.get("tokenizer"),
+        config=config,
+    ):
         return model.generate(*args, **kwargs)
+
+
+_LOOSE_DEFAULTS = {
+    "beta": DEFAULT_BETA,
+    "mode": "moi",
+    "top_k": MODE_TOP_K,
+    "prior": None,
+    "region": "all",
+    "think_end": None,
+    "cold_stop_entropy": None,
+    "cold_stop_steps": DEFAULT_COLD_STOP_STEPS,
+    "noise": "none",
+    "noise_temperature": None,
+}
+
+
+def _config_of(config: MoIConfig | None, loose: dict[str, Any]) -> MoIConfig:
+    """``config``, or the MoIConfig the loose arguments ask for (an error when both are given)."""
+    given = [
+        name
+        for name, value in loose.items()
+        if not (value is _LOOSE_DEFAULTS[name] or _equal(value, _LOOSE_DEFAULTS[name]))
+    ]
+    if config is not None:
+        if not isinstance(config, MoIConfig):
+            raise TypeError(f"config must be a mixinputs.MoIConfig, got {type(config).__name__}")
+        if given:
+            raise ValueError(
+                f"pass either config= or the settings as arguments, not both (got config= and "
+                f"{', '.join(given)}); put those settings into the MoIConfig"
+            )
+        return config
+    fields = {name: value for name, value in loose.items() if name not in ("top_k", "prior")}
+    if fields["think_end"] is None:
+        del fields["think_end"]
+    top_k = loose["top_k"]
+    if top_k is not MODE_TOP_K:  # None: the whole vocabulary; an explicit 0 is an error
+        fields["top_k"] = parse_top_k(top_k, "top_k")
+    prior = loose["prior"]
+    if prior is not None:
+        if loose["mode"] == "soft" and prior != "sampling":
+            raise MoIConfigError(
+                f"mode 'soft' mixes over the distribution the token is sampled from; drop "
+                f"prior={prior!r} (or set it to 'sampling')"
+            )
+        fields["prior"] = prior
+    if "cold_stop_steps" in given and loose["cold_stop_entropy"] is None:
+        raise MoIConfigError("cold_stop_steps needs cold_stop_entropy (the entropy threshold)")
+    return MoIConfig(**fields)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(type(a) is type(b) and a == b)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
+def resolve_think_end(config: MoIConfig, tokenizer: Any, vocab_size: int) -> MoIConfig:
+    """``config`` with its think-end token as an id (looked up with ``tokenizer`` when it is
+    text); configs without a thinking region come back unchanged.
+
+    >>> resolve_think_end(MoIConfig(region="thinking", think_end=7), None, 96).think_end
+    7
+    """
+    if not config.needs_think_end:
+        return config
+    token = config.think_end
+    if isinstance(token, str):
+        if tokenizer is None:
+            raise ValueError(
+                f"region='thinking' needs the think-end token's id: pass tokenizer= to look up "
+                f"think_end={token!r}, or pass think_end=<token id>"
+            )
+        token = _single_token_id(tokenizer, token)
+    if not 0 <= token < vocab_size:
+        raise ValueError(
+            f"think_end={token} is not a token id of this model (its vocabulary has "
+            f"{vocab_size} tokens)"
+        )
+    return replace(config, think_end=token)
+
+
+def _single_token_id(tokenizer: Any, text: str) -> int:
+    """The id of the one token ``text`` names (a vocabulary entry, or text encoding to one id)."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    token_id = tokenizer.convert_tokens_to_ids(text)
+    if isinstance(token_id, int) and token_id != unknown:
+        return token_id
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) == 1 and ids[0] != unknown:
+        return int(ids[0])
+    raise ValueError(
+        f"think_end={text!r} is not one token of this tokenizer (it encodes to {len(ids)} "
+        f"tokens: {list(ids)}); name the model's single think-end token, or pass its id as "
+        "think_end=<int>"
+    )
 
 
 def _fused_weight(module: nn.Module, prior: torch.Tensor, top_k: int | None) -> torch.Tensor | None:
@@ -229,24 +542,27 @@ def _input_embedding(model: nn.Module) -> nn.Module:
     return emb
 
 
-def _refuse_unsupported(model: nn.Module, kwargs: dict[str, Any]) -> None:
+def _setting(model: nn.Module, kwargs: dict[str, Any], name: str, default: Any = None) -> Any:
+    """A generation setting as generate will see it: the call's kwargs, else its config."""
+    if name in kwargs:
+        return kwargs[name]
     gen_config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    return getattr(gen_config, name, default)
 
-    def setting(name: str, default: Any = None) -> Any:
-        if name in kwargs:
-            return kwargs[name]
-        return getattr(gen_config, name, default)
 
-    if (setting("num_beams", 1) or 1) > 1:
+def _refuse_unsupported(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    if (_setting(model, kwargs, "num_beams", 1) or 1) > 1:
         raise ValueError(
             "MoI does not support beam search (num_beams > 1): beams re-order the cache, and the "
             "mixed inputs would no longer follow them. Use sampling or greedy decoding."
         )
-    if kwargs.get("assistant_model") is not None or setting("prompt_lookup_num_tokens"):
+    if kwargs.get("assistant_model") is not None or _setting(
+        model, kwargs, "prompt_lookup_num_tokens"
+    ):
         raise ValueError(
             "MoI does not support assisted / speculative decoding; drop assistant_model"
         )
-    if setting("use_cache", True) is False:
+    if _setting(model, kwargs, "use_cache", True) is False:
         raise ValueError(
             "MoI needs the KV cache (use_cache=True): without it every step re-embeds "
             "the whole sequence from token ids"

@@ -23,12 +23,26 @@ one). The original release kept p on the top-K only and added ``(1−H)·E[y]`` 
 then sum to ``1 + H·β/(β+1)``-ish values that are not a distribution. When y is in the top-K both
 rules are the same formula.
 
+The soft-input family (``apply_methods``, after step 1, per row; see each function):
+
+- **Soft Thinking** (``soft``): the concept token ``Σ p̃_i E[i]`` over the top-K of the
+  distribution the token is sampled from; the sampled token's own slot carries no weight.
+- **Region** (``think_end``): a row mixes until it samples its think-end token; that token and
+  every later one are fed as plain embeddings (``w = onehot(y)``).
+- **Cold Stop** (``cold_stop_entropy`` τ, ``cold_stop_steps`` L): after L consecutive thinking
+  steps whose entropy (nats, over the row's top-K) is below τ, the token sampled at that step is
+  replaced by the think-end token, as in Soft Thinking's release.
+- **Noise** (``noise``): Dirichlet(w / τ) weights, or Gumbel-softmax ``softmax((log w + g) / τ)``,
+  drawn from a counter-based generator keyed by (seed, output position, token id): a seeded row
+  gets the same noise in any batch, on any device, after any preemption.
+
 No function here syncs with the host, loops over the batch in Python, or modifies its inputs;
 all shapes depend only on (B, K, D), so the step can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -37,13 +51,23 @@ from mixinputs.config import DEFAULT_TOP_K, parse_beta, parse_top_k
 
 __all__ = [
     "DEFAULT_TOP_K",
+    "NOISE_CODES",
     "Candidates",
+    "MethodRows",
+    "MethodStep",
+    "RegionState",
+    "apply_methods",
+    "candidate_entropy",
     "candidates_from_logits",
     "candidates_from_topk",
+    "counter_uniform",
+    "method_rows",
     "mix_candidates",
     "mix_embeddings",
     "mix_rows",
+    "mix_step",
     "mixture_weights",
+    "noisy_scores",
     "normalized_entropy",
     "restrict_to_row_k",
     "sampling_prior_masks",
@@ -376,3 +400,257 @@ def sampling_prior_masks(
     masked = top.masked_fill(~keep, float("-inf"))
     out = torch.cat([masked, scores[:, k:]], dim=-1)
     return torch.where(sampling[:, None], out, scores)
+
+
+# ------------------------------------------------------------------------- the soft-input family
+NOISE_CODES = {"none": 0, "dirichlet": 1, "gumbel": 2}
+NO_THINK_END = -1  # think_end of a row that mixes every output token (region "all")
+_GAMMA_TRIES = 6  # Marsaglia-Tsang proposals per Gamma draw (each accepted with p >= 0.95)
+
+
+class MethodRows(NamedTuple):
+    """Per-row settings of the rows that mix this step: [M] tensors on one device."""
+
+    beta: torch.Tensor  # float32, inf = exactly E[y]
+    direct: torch.Tensor  # bool: w = p (direct mixture, soft thinking)
+    soft: torch.Tensor  # bool: the sampled token's own slot carries no weight
+    noise: torch.Tensor  # long: NOISE_CODES
+    noise_temperature: torch.Tensor  # float32 > 0 where noise is on
+    seed: torch.Tensor  # long: the noise's seed
+    position: torch.Tensor  # long: output index j of the token sampled this step
+    think_end: torch.Tensor  # long: the think-end token id, NO_THINK_END for region "all"
+    cold_stop_entropy: torch.Tensor  # float32 nats; <= 0: no Cold Stop
+    cold_stop_steps: torch.Tensor  # long
+
+
+class RegionState(NamedTuple):
+    """What a row carries from step to step: [M] tensors."""
+
+    thinking: torch.Tensor  # bool: still mixing (always True for region "all")
+    low_entropy_steps: torch.Tensor  # long: consecutive thinking steps below the Cold Stop τ
+
+
+class MethodStep(NamedTuple):
+    """The candidates and settings ``mixture_weights`` turns into this step's weights."""
+
+    ids: torch.Tensor  # [M, C] long; the last column is the emitted token
+    scores: torch.Tensor  # [M, C] float32
+    beta: torch.Tensor  # [M] float32
+    direct: torch.Tensor  # [M] bool
+    sampled: torch.Tensor  # [M] long: the emitted token (the think-end token where forced)
+    state: RegionState  # after this step
+    forced: torch.Tensor  # [M] bool: Cold Stop replaced the sampled token
+
+
+def method_rows(configs, positions, seeds, device=None) -> MethodRows:
+    """``MethodRows`` for a list of ``MoIConfig`` whose ``think_end`` is a token id (host side).
+
+    >>> from mixinputs.config import MoIConfig
+    >>> rows = method_rows([MoIConfig(mode="soft", noise="gumbel")], [0], [7])
+    >>> rows.soft.tolist(), rows.noise.tolist(), rows.noise_temperature.tolist()
+    ([True], [2], [0.5])
+    """
+
+    def col(values, dtype):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    return MethodRows(
+        beta=col([c.beta for c in configs], torch.float32),
+        direct=col([c.direct for c in configs], torch.bool),
+        soft=col([c.soft for c in configs], torch.bool),
+        noise=col([NOISE_CODES[c.noise] for c in configs], torch.long),
+        noise_temperature=col([c.noise_temperature or 1.0 for c in configs], torch.float32),
+        seed=col(list(seeds), torch.long),
+        position=col(list(positions), torch.long),
+        think_end=col(
+            [c.think_end if c.region == "thinking" else NO_THINK_END for c in configs],
+            torch.long,
+        ),
+        cold_stop_entropy=col([c.cold_stop_entropy or 0.0 for c in configs], torch.float32),
+        cold_stop_steps=col([c.cold_stop_steps for c in configs], torch.long),
+    )
+
+
+def fresh_state(batch: int, device=None) -> RegionState:
+    """The state of rows that have not sampled yet: inside their region, no low-entropy steps."""
+    return RegionState(
+        torch.ones(batch, dtype=torch.bool, device=device),
+        torch.zeros(batch, dtype=torch.long, device=device),
+    )
+
+
+def candidate_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats [M] of ``softmax(scores)`` over the columns with mass (-inf: none).
+
+    >>> round(candidate_entropy(torch.tensor([[0.0, 0.0, float("-inf")]])).item(), 4)
+    0.6931
+    """
+    logp = torch.log_softmax(scores.float(), dim=-1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, 0.0).sum(dim=-1)
+
+
+def apply_methods(cands: Candidates, rows: MethodRows, state: RegionState) -> MethodStep:
+    """Soft thinking, Cold Stop, the region and noise on one step's candidates (module recipe).
+
+    ``cands`` [M, K+1] (the sampled token last, each row already cut to its own K and, for
+    sampling-prior rows, to the sampler's top-k / top-p); ``rows`` and ``state`` [M].
+    ``mixture_weights(step.scores, step.beta, step.direct)`` are then the weights fed.
+
+    >>> c = Candidates(torch.tensor([[3, 5, 5]]), torch.tensor([[1.0, 1.0, float("-inf")]]))
+    >>> rows = method_rows([_cfg(region="thinking", think_end=5)], [0], [0])
+    >>> step = apply_methods(c, rows, fresh_state(1))  # y = 5 is the think-end token: plain
+    >>> mixture_weights(step.scores, step.beta, step.direct).tolist(), step.state.thinking.tolist()
+    ([[0.0, 0.0, 1.0]], [False])
+    """
+    ids, scores = cands
+    k = ids.shape[1] - 1
+    ninf = torch.tensor(float("-inf"), device=scores.device)
+    # 1. Soft thinking: the concept token is over the top-K only (the y slot has mass only when
+    #    y lies outside them, and soft rows drop it).
+    scores = torch.cat(
+        [scores[:, :k], torch.where(rows.soft, ninf, scores[:, k]).unsqueeze(-1)], dim=-1
+    )
+    # 2. Cold Stop: count consecutive thinking steps whose top-K entropy is below tau; at L the
+    #    token sampled now is replaced by the think-end token.
+    thinking = state.thinking
+    low = thinking & (candidate_entropy(scores[:, :k]) < rows.cold_stop_entropy)
+    low_steps = torch.where(low, state.low_entropy_steps + 1, 0)
+    forced = low & (low_steps >= rows.cold_stop_steps)
+    sampled = torch.where(forced, rows.think_end, ids[:, k])
+    ids = torch.cat([ids[:, :k], sampled.unsqueeze(-1)], dim=-1)
+    # 3. Region: a row mixes until it emits its think-end token; from that token on, plain inputs.
+    active = thinking & (sampled != rows.think_end)
+    # 4. Noise on the mode's weights, as the scores of a direct mixture (softmax gives them back).
+    beta, direct = rows.beta, rows.direct
+    noisy = active & (rows.noise > 0)
+    weights = mixture_weights(scores, beta, direct)  # [M, K+1]
+    #    y in its own top-K holds weight in two columns (its own and the y slot) that would share
+    #    one noise draw (noise is keyed by token): move all of y's weight into the y slot first.
+    y_col = ids[:, :k] == ids[:, k:]  # [M, K]
+    y_mass = torch.where(y_col, weights[:, :k], 0.0).sum(dim=-1, keepdim=True)
+    weights = torch.cat([weights[:, :k].masked_fill(y_col, 0.0), weights[:, k:] + y_mass], -1)
+    noised = noisy_scores(weights, ids, rows)
+    scores = torch.where(noisy[:, None], noised, scores)
+    direct = direct | noisy
+    # 5. Outside the region: w = onehot(y), exactly.
+    beta = torch.where(active, beta, float("inf"))
+    direct = direct & active
+    new_state = RegionState(active, torch.where(active, low_steps, 0))
+    return MethodStep(ids, scores, beta, direct, sampled, new_state, forced)
+
+
+def noisy_scores(weights: torch.Tensor, ids: torch.Tensor, rows: MethodRows) -> torch.Tensor:
+    """Scores [M, C] whose softmax is the noised ``weights`` [M, C] (zero weights stay zero).
+
+    Dirichlet: ``log Gamma(w / τ)`` per candidate; Gumbel: ``(log w + g) / τ``. Noise of row b,
+    candidate token t is drawn from ``(seed[b], position[b], t)`` only.
+
+    >>> rows = method_rows([_cfg(noise="gumbel")], [3], [11])
+    >>> w = torch.tensor([[0.5, 0.5, 0.0]])
+    >>> s = noisy_scores(w, torch.tensor([[4, 9, 9]]), rows)
+    >>> bool(torch.isinf(s[0, 2])), torch.equal(s, noisy_scores(w, torch.tensor([[4, 9, 9]]), rows))
+    (True, True)
+    """
+    w = weights.float()
+    tau = rows.noise_temperature.float().clamp(min=1e-6)[:, None]  # [M, 1]
+    log_w = torch.log(w)  # -inf where w = 0
+    seed, pos = rows.seed[:, None, None], rows.position[:, None, None]
+    # Gumbel-softmax: g = -log(-log u).
+    u = counter_uniform(seed, pos, ids[:, :, None], torch.zeros(1, 1, 1, dtype=torch.long))
+    gumbel = (log_w - torch.log(-torch.log(u[..., 0]))) / tau
+    # Dirichlet(alpha = w / tau): Gamma(alpha) = Gamma(alpha + 1) * U^(1/alpha), in log space so
+    # small alphas neither underflow nor divide 0 by 0.
+    alpha = w / tau
+    log_gamma = _log_gamma_plus_one(alpha, seed, pos, ids)
+    boost = counter_uniform(
+        seed, pos, ids[:, :, None], torch.full((1, 1, 1), 3 * _GAMMA_TRIES, dtype=torch.long)
+    )[..., 0]
+    dirichlet = torch.where(alpha > 0, log_gamma + torch.log(boost) / alpha, float("-inf"))
+    return torch.where((rows.noise == NOISE_CODES["gumbel"])[:, None], gumbel, dirichlet)
+
+
+def _log_gamma_plus_one(alpha, seed, pos, ids) -> torch.Tensor:
+    """log of a Gamma(alpha + 1) draw [M, C] (Marsaglia-Tsang, shape >= 1), fixed-size tries."""
+    d = (alpha + 1.0 - 1.0 / 3.0)[..., None]  # [M, C, 1]
+    c = 1.0 / torch.sqrt(9.0 * d)
+    draws = torch.arange(3 * _GAMMA_TRIES, device=alpha.device).reshape(1, 1, _GAMMA_TRIES, 3)
+    u = counter_uniform(seed[..., None], pos[..., None], ids[:, :, None, None], draws)
+    z = torch.sqrt(-2.0 * torch.log(u[..., 0])) * torch.cos(2.0 * math.pi * u[..., 1])
+    v = (1.0 + c * z) ** 3  # [M, C, T]
+    log_v = torch.log(v.clamp(min=1e-30))
+    accept = (v > 0) & (torch.log(u[..., 2]) < 0.5 * z * z + d - d * v + d * log_v)
+    first = accept.float().argmax(dim=-1, keepdim=True)  # the first accepted try (0 if none)
+    log_v = torch.where(accept.any(dim=-1, keepdim=True), log_v.gather(-1, first), 0.0)
+    return (torch.log(d) + log_v)[..., 0]
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for x in [0, 2^32) without int64 overflow (16-bit halves)."""
+    return ((x & 0xFFFF) * c + (((x >> 16) * (c & 0xFFFF)) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def counter_uniform(seed, position, token, draw) -> torch.Tensor:
+    """Uniforms in (0, 1), float32, from a stateless hash of four broadcastable long tensors.
+
+    The same (seed, position, token, draw) gives the same number on every device and in every
+    batch; no generator state, no host sync.
+
+    >>> a = counter_uniform(torch.tensor(1), torch.tensor(2), torch.arange(3), torch.tensor(0))
+    >>> bool(((a > 0) & (a < 1)).all()), torch.equal(a, counter_uniform(
+    ...     torch.tensor(1), torch.tensor(2), torch.arange(3), torch.tensor(0)))
+    (True, True)
+    """
+    device = token.device
+    seed = seed.to(device=device, dtype=torch.long)
+    h = _hash32(draw.to(device=device, dtype=torch.long) & _M32)
+    h = _hash32(h ^ (token.long() & _M32))
+    h = _hash32(h ^ (position.to(device=device, dtype=torch.long) & _M32))
+    h = _hash32(h ^ ((seed >> 32) & _M32))
+    h = _hash32(h ^ (seed & _M32))
+    # 23 bits: (2^23 - 1) + 0.5 is exact in float32, so u stays in [2^-24, 1 - 2^-24].
+    return ((h >> 9).float() + 0.5) * (1.0 / (1 << 23))
+
+
+def mix_step(
+    prior: torch.Tensor,
+    sampled: torch.Tensor,
+    embedding: torch.Tensor,
+    rows: MethodRows,
+    state: RegionState,
+    top_k: int,
+    row_top_k: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, MethodStep, torch.Tensor]:
+    """The whole reference step for every method: (h [M, D], the step, weights [M, K+1]).
+
+    ``prior`` [M, V] the logits each row mixes from (raw, or the sampler's for soft / sampling
+    rows, already cut to the sampler's top-k / top-p); ``sampled`` [M]; ``embedding`` [V, D].
+
+    >>> E = torch.eye(3)
+    >>> rows = method_rows([_cfg(mode="soft", top_k=2)], [0], [0])
+    >>> h, step, w = mix_step(torch.tensor([[0.0, 0.0, -9.0]]), torch.tensor([2]), E, rows,
+    ...                       fresh_state(1), top_k=2)
+    >>> h.tolist()  # the concept token over the top 2; y = 2 itself carries no weight
+    [[0.5, 0.5, 0.0]]
+    """
+    cands = candidates_from_logits(prior, sampled, top_k, row_top_k)
+    step = apply_methods(cands, rows, state)
+    weights = mixture_weights(step.scores, step.beta, step.direct)
+    return mix_candidates(step.ids, weights, embedding), step, weights
+
+
+def _cfg(**kwargs):
+    from mixinputs.config import MoIConfig
+
+    return MoIConfig(**kwargs)

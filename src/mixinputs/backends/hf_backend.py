@@ -64,8 +64,10 @@ class HFBackend:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         moi = settings.moi
+        # The whole config (soft thinking, region, Cold Stop, noise); the tokenizer resolves a
+        # think-end token given as text.
         ctx = (
-            enable_moi(self.lm, beta=moi.beta, mode=moi.mode, top_k=moi.top_k, prior=moi.prior)
+            enable_moi(self.lm, config=moi, tokenizer=self.tokenizer)
             if moi
             else contextlib.nullcontext()
         )

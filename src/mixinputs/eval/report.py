@@ -1,6 +1,7 @@
-"""From records to evidence: accuracy with 95% confidence intervals, the paired MoI − standard
-difference with its interval, the exact McNemar test on paired samples, a markdown table like
-the paper's Table 1, and a plot of accuracy against beta.
+"""From records to evidence: accuracy with 95% confidence intervals, each method's paired
+difference from standard decoding (same items, seeds, T and top-p) with its interval, the exact
+McNemar test on paired samples, a markdown table like the paper's Table 1, and a plot of accuracy
+against beta with the other methods beside it.
 
 Each figure is labelled with the scoring its records name, as ``task (scoring)``: Count Down under
 the paper's TinyZero rule and under the lenient reading are different columns, never mixed.
@@ -126,7 +127,8 @@ def paired(records: list[dict]) -> list[Paired]:
 
 
 def markdown(records: list[dict]) -> str:
-    """All configs × tasks, then a Table-1 style summary (best MoI config per task)."""
+    """All configs × tasks, every method paired with standard decoding, then a Table-1 style
+    summary (best MoI config per task, and each other method's best gain over standard)."""
     accs = accuracies(records)
     tasks = sorted({a.task for a in accs})
     keys = sorted({a.config_key for a in accs}, key=_config_order)
@@ -149,8 +151,8 @@ def markdown(records: list[dict]) -> str:
     if pairs:
         lines += [
             "",
-            "| task | MoI config | vs | n pairs | MoI − standard (95% CI) | "
-            "only MoI / only std | McNemar p |",
+            "| task | method config | vs | n pairs | method − standard (95% CI) | "
+            "only method / only std | McNemar p |",
             "|---|---|---|---:|---:|---:|---:|",
         ]
         for p in pairs:
@@ -180,8 +182,32 @@ def markdown(records: list[dict]) -> str:
                 }[pick]
                 cells.append(f"{100 * value:+.2f}" if pick == "gain" else f"{100 * value:.2f}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for method, picks in _best_per_method(pairs, configs_of(records)).items():
+            cells = [f"{100 * picks[task].diff:+.2f}" if task in picks else "" for task in tasks]
+            lines.append(f"| {method} − standard (best config) | " + " | ".join(cells) + " |")
     lines += ["", *_scoring_notes(records)]
     return "\n".join(lines) + "\n"
+
+
+def configs_of(records: list[dict]) -> dict[tuple[str, str], dict]:
+    """(task label, config key) -> the record's config (method, T, top-p, beta)."""
+    return {(task_label(r), r["config_key"]): r["config"] for r in records}
+
+
+def _best_per_method(
+    pairs: list[Paired], configs: dict[tuple[str, str], dict]
+) -> dict[str, dict[str, Paired]]:
+    """For each method other than MoI (``direct``, ``soft+gumbel``, ``moi@thinking``, ...): its
+    best pair against standard per task, over temperatures, top-ps and betas."""
+    best: dict[str, dict[str, Paired]] = {}
+    for p in pairs:
+        method = configs[(p.task, p.moi_key)]["method"]
+        if method == "moi":
+            continue  # its row is "MoI (best beta)" above
+        picks = best.setdefault(method, {})
+        if p.task not in picks or p.diff > picks[p.task].diff:
+            picks[p.task] = p
+    return dict(sorted(best.items(), key=lambda kv: _config_order(kv[0])))
 
 
 def _scoring_notes(records: list[dict]) -> list[str]:
@@ -194,7 +220,8 @@ def _scoring_notes(records: list[dict]) -> list[str]:
 def _best_moi(pairs: list[Paired]) -> dict[str, Paired]:
     best: dict[str, Paired] = {}
     for p in pairs:
-        if p.moi_key.startswith("moi") and (p.task not in best or p.diff > best[p.task].diff):
+        is_moi = p.moi_key.split("|")[0] == "moi"  # not moi@thinking, moi+gumbel, ...
+        if is_moi and (p.task not in best or p.diff > best[p.task].diff):
             best[p.task] = p
     return best
 
@@ -205,45 +232,57 @@ def _config_order(key: str) -> tuple:
 
 
 def plot(records: list[dict], path: str | Path) -> Path:
-    """Accuracy against beta per task (MoI points with 95% intervals; standard as a line)."""
+    """Accuracy against beta per task: each method with a beta (``moi``, ``moi@thinking``, ...)
+    as points with 95% intervals, standard decoding as dashed lines, the methods without a beta
+    (``direct``, ``soft``, ...) as dotted lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     accs = accuracies(records)
-    configs = {(task_label(r), r["config_key"]): r["config"] for r in records}
+    configs = configs_of(records)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n, task in enumerate(sorted({a.task for a in accs})):
         color = f"C{n}"
-        moi = sorted(
-            (configs[(task, a.config_key)]["beta"], a)
-            for a in accs
-            if a.task == task and configs[(task, a.config_key)]["method"] == "moi"
-        )
-        if moi:
-            betas = [b for b, _ in moi]
-            ys = [100 * a.accuracy for _, a in moi]
+        series: dict[str, list] = defaultdict(list)
+        for a in accs:
+            config = configs[(task, a.config_key)] if a.task == task else None
+            if config is not None and config.get("beta") is not None:
+                series[config["method"]].append((config["beta"], a))
+        for m, (method, points) in enumerate(sorted(series.items())):
+            points.sort(key=lambda pa: pa[0])
+            ys = [100 * a.accuracy for _, a in points]
             err = [
-                [100 * (a.accuracy - a.low) for _, a in moi],
-                [100 * (a.high - a.accuracy) for _, a in moi],
+                [100 * (a.accuracy - a.low) for _, a in points],
+                [100 * (a.high - a.accuracy) for _, a in points],
             ]
+            name = "MoI" if method == "moi" else method
             ax.errorbar(
-                betas, ys, yerr=err, marker="o", capsize=3, color=color, label=f"{task} MoI"
+                [b for b, _ in points],
+                ys,
+                yerr=err,
+                marker="os^vD"[m % 5],
+                capsize=3,
+                color=color,
+                label=f"{task} {name}",
             )
         for a in accs:
-            if a.task == task and configs[(task, a.config_key)]["method"] == "standard":
-                ax.axhline(
-                    100 * a.accuracy,
-                    color=color,
-                    linestyle="--",
-                    linewidth=1,
-                    label=f"{task} standard ({a.config_key.split('|', 1)[1]})",
-                )
+            config = configs[(task, a.config_key)] if a.task == task else None
+            if config is None or config.get("beta") is not None:
+                continue
+            standard = config["method"] == "standard"
+            ax.axhline(
+                100 * a.accuracy,
+                color=color,
+                linestyle="--" if standard else ":",
+                linewidth=1,
+                label=f"{task} {config['method']} ({a.config_key.split('|', 1)[1]})",
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("beta")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("MoI accuracy vs beta")
+    ax.set_title("accuracy vs beta (MoI) and other methods")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)

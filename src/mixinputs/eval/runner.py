@@ -1,6 +1,6 @@
-"""Running a task: standard decoding and MoI on the same items and seeds, one JSONL record per
-sample, resumable (finished samples are never redone). A run goes to the backend as one
-submission: every pending (item, config, seed) at once."""
+"""Running a task: standard decoding, MoI and the other methods (``eval.methods``) on the same
+items and seeds, one JSONL record per sample, resumable (finished samples are never redone). A run
+goes to the backend as one submission: every pending (item, config, seed) at once."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ import contextlib
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mixinputs.backends import Backend, SamplingSettings
-from mixinputs.config import MoIConfig
+from mixinputs.config import STANDARD_REQUEST, MoIConfig
+from mixinputs.eval.methods import (
+    method_label,
+    parse_method,
+    parse_method_options,
+    split_methods,
+)
 from mixinputs.eval.tasks import Item, Task
 
 PAPER_BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -24,10 +30,10 @@ PAPER_TOP_PS = (0.4, 0.6, 0.8, 0.95)
 class DecodeConfig:
     """One decoding method with its sampling settings."""
 
-    method: str  # "standard", "moi" or "direct"
+    method: str  # "standard", "moi", "direct", or a method label (``eval.methods``)
     temperature: float
     top_p: float
-    beta: float | None = None
+    beta: float | None = None  # MoI's beta (mode moi); part of the key, never of the label
 
     @property
     def key(self) -> str:
@@ -35,16 +41,22 @@ class DecodeConfig:
 
         >>> DecodeConfig("moi", 0.6, 0.95, 1.0).key
         'moi|beta=1|T=0.6|top_p=0.95'
+        >>> DecodeConfig("soft@thinking(cold_stop_entropy=0.01)", 0.6, 0.95).key
+        'soft@thinking(cold_stop_entropy=0.01)|T=0.6|top_p=0.95'
         """
         beta = "" if self.beta is None else f"|beta={self.beta:g}"
         return f"{self.method}{beta}|T={self.temperature:g}|top_p={self.top_p:g}"
 
     def moi(self) -> MoIConfig | None:
-        if self.method == "standard":
-            return None
-        if self.method == "direct":
-            return MoIConfig(mode="direct")
-        return MoIConfig(beta=self.beta if self.beta is not None else 1.0)
+        """The request's mixing config (None: standard decoding); labels parse back.
+
+        >>> DecodeConfig("moi@thinking", 0.6, 0.95, 2.0).moi().beta
+        2.0
+        """
+        config = parse_method(self.method)
+        if config is not None and self.beta is not None:
+            config = replace(config, beta=self.beta)
+        return config
 
 
 def plan_configs(
@@ -52,20 +64,43 @@ def plan_configs(
     temperatures: Iterable[float],
     top_ps: Iterable[float],
     direct: bool = False,
+    methods: Iterable[str] | None = None,
 ) -> list[DecodeConfig]:
-    """Standard decoding for every (T, top-p), MoI for every (beta, T, top-p), optionally direct.
+    """Every method for every (T, top-p), standard decoding first: the baseline of each pair.
+
+    ``methods`` are method specs (``eval.methods``; default ``["moi"]``); ``direct`` adds direct
+    mixture (``--direct``). A method in mode moi that does not set ``beta`` itself runs once per
+    beta in ``betas`` (``moi``, ``moi+gumbel``, ``moi@thinking``, ...); ``moi:beta=2`` runs once.
+    MoI's beta goes in its own field and key part (``moi|beta=2|...``), as in older records.
 
     >>> [c.key for c in plan_configs([1.0], [0.6], [0.95])]
     ['standard|T=0.6|top_p=0.95', 'moi|beta=1|T=0.6|top_p=0.95']
+    >>> [c.key for c in plan_configs([1.0], [0.6], [0.95], methods=["soft", "moi:beta=2"])]
+    ['standard|T=0.6|top_p=0.95', 'soft|T=0.6|top_p=0.95', 'moi|beta=2|T=0.6|top_p=0.95']
     """
-    configs = []
+    specs = split_methods(",".join(methods)) if methods is not None else ["moi"]
+    if direct:
+        specs = ["direct", *specs]
+    # (label, beta) per method; parsing every spec first fails before any sample runs.
+    planned: list[tuple[str, float | None]] = []
+    for spec in specs:
+        config, explicit = parse_method_options(spec)
+        if config is None:
+            continue  # standard decoding always runs
+        if config.mode != "moi":
+            planned.append((method_label(config), None))
+        elif "beta" in explicit:
+            planned.append((method_label(config, beta=False), config.beta))
+        else:
+            planned += [(method_label(config, beta=False), float(b)) for b in betas]
+    configs: dict[str, DecodeConfig] = {}
     for t in temperatures:
         for p in top_ps:
-            configs.append(DecodeConfig("standard", t, p))
-            if direct:
-                configs.append(DecodeConfig("direct", t, p))
-            configs.extend(DecodeConfig("moi", t, p, b) for b in betas)
-    return configs
+            for c in [DecodeConfig("standard", t, p)] + [
+                DecodeConfig(label, t, p, b) for label, b in planned
+            ]:
+                configs.setdefault(c.key, c)
+    return list(configs.values())
 
 
 def sample_key(task: str, item_id: str, config_key: str, seed: int) -> tuple:
@@ -217,12 +252,15 @@ def _record(
     scoring: str,
 ) -> dict:
     extracted, correct = task.score(completion.text, item, scoring)
+    mixing = config.moi()
     return {
         "task": task.name,
         "scoring": scoring,
         "item_id": item.item_id,
         "config_key": config.key,
         "config": {k: v for k, v in asdict(config).items() if not _nan(v)},
+        # every setting of the method, defaults included (the label names only the others)
+        "request": mixing.to_request() if mixing is not None else dict(STANDARD_REQUEST),
         "seed": seed,
         "prompt": prompt,
         "completion": completion.text,

@@ -6,7 +6,9 @@ each request's slot row of ``MixedInputEmbedding``:
 3. Candidates ``top-K ∪ {y}`` at the engine's one width K (``MIXINPUTS_MAX_TOP_K``), then, for
    sampling-prior rows, the sampler's own top-k / top-p masks, then each row cut to its own K.
    One width for every batch makes a row's result independent of the rest of the batch.
-4. Weights and the mixture ``Σ w_i E[i]``, written into the slots.
+4. For batches with a soft-input method beyond MoI / direct mixture (soft thinking, a thinking
+   region, Cold Stop, noise): ``mixing.apply_methods`` on the candidates, per row.
+5. Weights and the mixture ``Σ w_i E[i]``, written into the slots.
 
 On CUDA (Triton present, a plain unquantized embedding on one rank) this runs as the fused step
 (``mixinputs.fused_step``: a blocked top-K pass over the logits and one mixing kernel that
@@ -23,6 +25,10 @@ import torch
 
 from mixinputs.mixing import (
     Candidates,
+    MethodRows,
+    MethodStep,
+    RegionState,
+    apply_methods,
     candidates_from_logits,
     mix_rows,
     mixture_weights,
@@ -30,6 +36,7 @@ from mixinputs.mixing import (
     sampling_prior_masks,
 )
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
+from mixinputs.vllm_plugin.slot_settings import SlotRows
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,15 @@ class MixStep:
         beta: torch.Tensor,
         direct: torch.Tensor,
         slots: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        methods: tuple[MethodRows, RegionState] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, MethodStep | None]:
         """Mix ``M`` rows into ``embed.slots[slots]``; returns (ids, weights) [M, K+1] for the
-        replay history.
+        replay history, and the methods' step (None without ``methods``).
 
         ``prior`` [M, V] logits; ``sampled`` [M] long; ``row_top_k`` [M] long or None (every row
-        at the full width); ``beta`` [M] float32; ``direct`` [M] bool; ``slots`` [M] long.
+        at the full width); ``beta`` [M] float32; ``direct`` [M] bool; ``slots`` [M] long;
+        ``methods``: the rows' soft-input settings and carried state, when any row needs more
+        than MoI / direct mixture (their beta and direct then replace ``beta`` and ``direct``).
         """
         k = self.width_k
         if self.fused_weight is not None:
@@ -89,6 +99,10 @@ class MixStep:
             cands = Candidates(cands.ids, scores)
         if row_top_k is not None and cut is None:
             cands = restrict_to_row_k(cands, row_top_k)
+        step = None
+        if methods is not None:
+            step = apply_methods(cands, *methods)
+            cands, beta, direct = Candidates(step.ids, step.scores), step.beta, step.direct
         if self.fused_weight is not None:
             weights, _ = fused_mix(
                 cands.ids,
@@ -99,11 +113,11 @@ class MixStep:
                 out=self.embed.slots,
                 out_rows=slots,
             )
-            return cands.ids, weights
+            return cands.ids, weights, step
         weights = mixture_weights(cands.scores, beta, direct)  # [M, K+1] float32
         mixed = mix_rows(weights, self.embed.base(cands.ids))  # [M, D]
         self.embed.slots.index_copy_(0, slots, mixed.to(self.embed.slots.dtype))
-        return cands.ids, weights
+        return cands.ids, weights, step
 
     def _k(self, row_top_k: torch.Tensor | None, sampled: torch.Tensor) -> torch.Tensor:
         return self.full_k[: sampled.shape[0]] if row_top_k is None else row_top_k
@@ -137,3 +151,65 @@ def fused_weight_of(base: Any, device: torch.device, max_top_k: int) -> torch.Te
             probe = torch.arange(min(8, weight.shape[0]), device=device)
             plain = torch.equal(base(probe), weight[probe])
     return weight if plain else None
+
+
+def force_think_end(output: Any, rows: torch.Tensor, step: MethodStep, raw: torch.Tensor) -> None:
+    """Cold Stop: write the think-end token over the sampled token of the forced rows, in the
+    sampler's output (device only), so vLLM emits it and feeds it next. When the request asked
+    for log-probs, the emitted token's entry becomes the think-end token's raw log-prob and rank.
+
+    ``output``: vLLM's ``SamplerOutput``; ``rows`` [M] its rows that mixed; ``raw`` [M, V] their
+    raw logits.
+    """
+    tokens = output.sampled_token_ids  # [num_reqs, 1]
+    tokens.index_copy_(0, rows, step.sampled.view(-1, 1).to(tokens.dtype))
+    lp = getattr(output, "logprobs_tensors", None)
+    if lp is None:
+        return
+    forced = step.forced
+    think_end = step.sampled.unsqueeze(-1)  # [M, 1] (the sampled token where not forced)
+    raw_f = raw.float()
+    chosen = raw_f.gather(1, think_end)
+    logprob = chosen - torch.logsumexp(raw_f, dim=-1, keepdim=True)
+    rank = (raw_f > chosen).sum(dim=-1) + 1
+    ids = lp.logprob_token_ids  # [num_reqs, n + 1], the sampled token first
+    first = torch.where(forced[:, None], think_end, ids[rows, :1].long()).to(ids.dtype)
+    ids.index_copy_(0, rows, torch.cat([first, ids[rows, 1:]], dim=1))
+    vals = lp.logprobs
+    new_vals = torch.where(forced[:, None], logprob.to(vals.dtype), vals[rows, :1])
+    vals.index_copy_(0, rows, torch.cat([new_vals, vals[rows, 1:]], dim=1))
+    ranks = lp.selected_token_ranks
+    ranks.index_copy_(0, rows, torch.where(forced, rank.to(ranks.dtype), ranks[rows]))
+
+
+def trace_record(
+    req_ids: list[str],
+    js: list[int],
+    prior: torch.Tensor,
+    sampled: torch.Tensor,
+    rows: SlotRows,
+    step: MethodStep | None,
+    mixed: torch.Tensor,
+) -> dict:
+    """One step as the tests read it (``MoIWorkerState.trace``): what ``mixing`` needs to
+    recompute every row's mixture, and the mixture fed."""
+    methods = step is not None
+    return {
+        "req_ids": req_ids,
+        "js": js,
+        "prior": _host(prior.float()),
+        "sampled": _host(sampled),
+        "beta": _host(rows.methods.beta),
+        "direct": _host(rows.methods.direct),
+        "top_k": _host(rows.row_top_k),
+        "methods": [_host(t) for t in rows.methods] if methods else None,
+        "state": [_host(t) for t in rows.state] if methods else None,
+        "emitted": _host(step.sampled if methods else sampled),
+        "mixed": _host(mixed),
+    }
+
+
+def _host(tensor: torch.Tensor) -> torch.Tensor:
+    """On the host, and laid out flat even where a size-1 dimension kept an odd stride (vLLM's
+    RPC serializer views tensors as raw bytes)."""
+    return tensor.detach().cpu().clone(memory_format=torch.contiguous_format)

@@ -100,7 +100,7 @@ class MoISampler:
         finally:
             state.capture_rows = None
         # 3. Candidates, weights, mixtures into the slots (device only; no host sync).
-        state.mix_after_sampling(plan, raw, output.sampled_token_ids)
+        state.mix_after_sampling(plan, raw, output)
         return output
 
     def __getattr__(self, name: str) -> Any:

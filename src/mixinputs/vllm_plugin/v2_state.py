@@ -9,20 +9,20 @@ slots, so nothing is reordered or condensed between steps:
    mixture (a request resumed after preemption recomputes its earlier output tokens), and which
    batch rows mix after sampling. Vectorised numpy over the batch; no device sync.
 2. ``sample`` (device, around V2's sampler, see ``v2_model_state.MoISampler``): top-K of the raw
-   logits, the sampled token, weights and the mixture (``mixinputs.mixing``), written into the
-   slot's row of ``MixedInputEmbedding.slots``, which the next forward reads. The host never
-   needs the sampled token: V2's async scheduling stays on.
+   logits, the sampled token, the request's soft-input method, weights and the mixture
+   (``mix_step.MixStep``), written into the slot's row of ``MixedInputEmbedding.slots``, which
+   the next forward reads. The host never needs the sampled token: V2's async scheduling stays
+   on. Cold Stop rewrites the sampled token in the sampler's output, on the device.
 
-Device memory (the embedding wrapper): ``max_num_seqs`` mixture rows of hidden size, two index
-buffers, and the replay rows (``MIXINPUTS_REPLAY_ROWS`` on compiled engines; V2 has no unused
-``inputs_embeds`` buffer to borrow, unlike V1). Per request the host keeps (K+1) ids and weights
-per output token (168 bytes at K = 20) for replays; they are copied from the device through pinned
-buffers and read only once their copy event completed.
+Device memory: ``max_num_seqs`` mixture rows of hidden size and a 104-byte settings row each
+(``SlotSettings``), two index buffers, and the replay rows (``MIXINPUTS_REPLAY_ROWS`` on compiled
+engines; V2 has no unused ``inputs_embeds`` buffer to borrow, unlike V1). Per request the host
+keeps (K+1) ids and weights and the carried state per output token (176 bytes at K = 20) for
+replays (``history.py``).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -30,42 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixinputs.config import MoIConfig, MoIConfigError
-from mixinputs.mixing import (
-    mix_rows,
-)
+from mixinputs.config import MoIConfig
+from mixinputs.mixing import mix_rows
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
-from mixinputs.vllm_plugin.mix_step import MixStep, SamplerMasks
+from mixinputs.vllm_plugin.history import HistoryStaging, MixtureHistory, new_seed
+from mixinputs.vllm_plugin.mix_step import MixStep, SamplerMasks, force_think_end, trace_record
+from mixinputs.vllm_plugin.request_config import request_config
+from mixinputs.vllm_plugin.slot_settings import SlotSettings, state_pack
 
 logger = logging.getLogger("vllm.mixinputs")
 
-_HISTORY_RING = 4  # pinned staging buffers in flight before the oldest is waited for
 _HOST_TURNS = 2  # host index buffers: the host plans step N+1 while step N's copies may be queued
-
-
-class MixtureHistory:
-    """One MoI request's candidates and weights per output token, on the host, for replays.
-
-    >>> h = MixtureHistory(width=3)
-    >>> h.record(1, np.array([4, 5, 6]), np.array([0.5, 0.5, 0.0]))
-    >>> h.length, h.ids[1].tolist()
-    (2, [4, 5, 6])
-    """
-
-    def __init__(self, width: int):
-        self.width = width
-        self.ids = np.zeros((0, width), np.int32)
-        self.w = np.zeros((0, width), np.float32)
-        self.length = 0  # output tokens [0, length) may have a record; unset rows weigh 0
-
-    def record(self, j: int, ids: np.ndarray, w: np.ndarray) -> None:
-        if j >= self.ids.shape[0]:
-            grow = max(16, self.ids.shape[0], j + 1 - self.ids.shape[0])
-            self.ids = np.concatenate([self.ids, np.zeros((grow, self.width), np.int32)])
-            self.w = np.concatenate([self.w, np.zeros((grow, self.width), np.float32)])
-        self.ids[j] = ids
-        self.w[j] = w
-        self.length = max(self.length, j + 1)
 
 
 @dataclass
@@ -84,9 +59,12 @@ class StepPlan:
     batch: Any  # the InputBatch it was made for (the sampler ignores any other)
     rows: torch.Tensor  # [M] long, device: logits rows (batch order) that mix
     slots: torch.Tensor  # [M] long, device: their slots
+    positions: torch.Tensor  # [M] long, device: js
     histories: list[MixtureHistory]  # [M]
     js: np.ndarray  # [M] output index each row's sampled token will have
     sampling: bool  # some row's prior is the sampler's distribution
+    method_step: bool  # some row needs mixing.apply_methods (soft, region, noise)
+    cold_stop: bool  # some row may have its sampled token replaced (Cold Stop)
 
 
 class V2MoIState:
@@ -107,48 +85,34 @@ class V2MoIState:
         self.step = MixStep(embed, max_top_k)  # the mixing step, fused on CUDA
         # Per slot, on the host: is it a MoI request, and who.
         self.is_moi = np.zeros(self.num_slots, dtype=bool)
+        self.resumed = np.zeros(self.num_slots, dtype=bool)  # back after a preemption
         self.holder: list[SlotRequest | None] = [None] * self.num_slots
+        self.params: list[Any] = [None] * self.num_slots  # the holder's SamplingParams
         self.slot_of: dict[str, int] = {}
         self.parked: dict[str, MixtureHistory] = {}  # preempted MoI requests' histories
         self.preempting: frozenset[str] = frozenset()  # set while V2 frees preempted requests
-        # Per slot, on the device: the request's MoI settings, written once when it is added.
-        dev = self.device
-        self.beta = torch.zeros(self.num_slots, dtype=torch.float32, device=dev)
-        self.direct = torch.zeros(self.num_slots, dtype=torch.bool, device=dev)
-        self.row_top_k = torch.ones(self.num_slots, dtype=torch.long, device=dev)
-        self.sampling = torch.zeros(self.num_slots, dtype=torch.bool, device=dev)
-        self.sampler_top_k = torch.zeros(self.num_slots, dtype=torch.long, device=dev)
-        self.sampler_top_p = torch.ones(self.num_slots, dtype=torch.float32, device=dev)
+        # Per slot, on the device: the request's MoI settings, written once when it is added,
+        # and the state it carries from step to step.
+        self.table = SlotSettings(self.num_slots, self.device)
         self.num_sampling = 0
-        # Host -> device index traffic: [newest_pos (num_slots) | rows | slots] per turn.
-        self.pin = dev.type == "cuda"
-        size = self.num_slots + 2 * self.num_slots
+        self.num_method_step = 0  # slots whose request needs mixing.apply_methods
+        self.num_cold_stop = 0
+        # Host -> device index traffic: [newest_pos (num_slots) | rows | slots | js] per turn.
+        self.pin = self.device.type == "cuda"
+        size = self.num_slots + 3 * self.num_slots
         self._host = [self._zeros(size, torch.int64) for _ in range(_HOST_TURNS)]
         self._replay_host = [
             self._zeros(embed.replay_rows, torch.int64) for _ in range(_HOST_TURNS)
         ]
         self._replay_host_extent = [0] * _HOST_TURNS
         self._turn = 0
-        self._plan_dev = torch.zeros(2 * self.num_slots, dtype=torch.long, device=dev)
+        self._plan_dev = torch.zeros(3 * self.num_slots, dtype=torch.long, device=self.device)
         self._newest_dirty = False
         self._replay_extent = 0
         self.plan: StepPlan | None = None
         self.processed: torch.Tensor | None = None  # [M, V] the sampler's logits (sampling prior)
         self.capture_rows: torch.Tensor | None = None
-        # History staging (device -> host), drained without waiting.
-        self._pending: collections.deque = collections.deque()
-        self._ring = (
-            [
-                (
-                    self._zeros((self.num_slots, self.width), torch.int32),
-                    self._zeros((self.num_slots, self.width), torch.float32),
-                )
-                for _ in range(_HISTORY_RING)
-            ]
-            if self.pin
-            else []
-        )
-        self._ring_next = 0
+        self.staging = HistoryStaging(self.num_slots, self.width, self.device)
         self.disabled: str | None = None  # why this engine cannot mix after all, or None
         self.trace: list[dict] | None = None  # per-step records, when tests ask for them
         self.num_replayed = 0  # output tokens whose mixture was rebuilt from the history
@@ -167,30 +131,27 @@ class V2MoIState:
         """A request took ``slot`` (new, or resumed after preemption with its full history)."""
         self._free_slot(slot)
         history = self.parked.pop(req_id, None)
-        config = self._config_of(req_id, sampling_params)
+        config = request_config(req_id, sampling_params, self.default, self.max_top_k)
         if config is None:
             return
         if self.disabled is not None:
             logger.error("request %s asks for MoI: %s; decoding it without", req_id, self.disabled)
             return
-        request = SlotRequest(req_id, config, history or MixtureHistory(self.width))
+        resumed = history is not None
+        if history is None:
+            seed = getattr(sampling_params, "seed", None)
+            seed = new_seed() if seed is None else seed
+            history = MixtureHistory(self.width, seed)
+        request = SlotRequest(req_id, config, history)
+        self.resumed[slot] = resumed  # its carried state is restored at its first sample
         self.holder[slot] = request
         self.slot_of[req_id] = slot
         self.is_moi[slot] = True
-        # Device writes are ordered on the stream: a step still reading the slot's old values
-        # finishes before these land.
-        greedy = sampling_params.temperature < 1e-5
-        sampling = config.prior == "sampling"
-        # A greedy row's sampling distribution is a point mass on y: beta = inf feeds E[y].
-        self.beta[slot] = float("inf") if (sampling and greedy) else config.beta
-        self.direct[slot] = config.direct
-        self.row_top_k[slot] = config.top_k
-        self.sampling[slot] = sampling
-        if sampling:
-            top_k = sampling_params.top_k
-            self.sampler_top_k[slot] = top_k if top_k and top_k > 0 else 0
-            self.sampler_top_p[slot] = sampling_params.top_p
-            self.num_sampling += 1
+        self.table.assign(slot, config, sampling_params, history.seed)
+        self.params[slot] = sampling_params
+        self.num_sampling += config.prior == "sampling"
+        self.num_method_step += config.needs_method_step
+        self.num_cold_stop += config.cold_stop_entropy is not None
 
     def remove_request(self, req_id: str) -> None:
         """V2 frees the request's slot: it finished, or it is preempted (then its history is
@@ -201,7 +162,7 @@ class V2MoIState:
         request = self.holder[slot]
         self._free_slot(slot)
         if req_id in self.preempting and request is not None:
-            self._drain(block=False)
+            self.staging.drain(block=False)
             self.parked[req_id] = request.history
 
     def forget(self, finished_req_ids: Any) -> None:
@@ -215,25 +176,28 @@ class V2MoIState:
         if request is None:
             return
         self.holder[slot] = None
+        self.params[slot] = None
         self.is_moi[slot] = False
+        self.resumed[slot] = False
         self.slot_of.pop(request.req_id, None)
-        if request.config.prior == "sampling":
-            self.num_sampling -= 1
+        config = request.config
+        self.num_sampling -= config.prior == "sampling"
+        self.num_method_step -= config.needs_method_step
+        self.num_cold_stop -= config.cold_stop_entropy is not None
 
-    def _config_of(self, req_id: str, params: Any) -> MoIConfig | None:
-        if params is None:
-            return None
-        try:
-            config = MoIConfig.from_request(params.extra_args, self.default)
-            if config is not None and (config.top_k is None or config.top_k > self.max_top_k):
-                raise MoIConfigError(
-                    f"mixinputs_top_k={config.top_k} exceeds this engine's maximum "
-                    f"{self.max_top_k} (MIXINPUTS_MAX_TOP_K)"
-                )
-        except MoIConfigError as e:  # the front end rejects these; never crash the engine
-            logger.error("request %s: %s; decoding it without MoI", req_id, e)
-            return None
-        return config
+    def _restore(self, slot: int, request: SlotRequest, j: int) -> None:
+        """A resumed request goes on from the state its last sampled token left (thinking or
+        not, low-entropy steps); a new one starts fresh (written by ``add_request``)."""
+        self.resumed[slot] = False
+        if j == 0 or request.config.region != "thinking":
+            return
+        if request.history.length < j:
+            self.staging.drain(block=True)
+        carried = request.history.state_after(j - 1)
+        if carried is not None:
+            self.table.assign(
+                slot, request.config, self.params[slot], request.history.seed, carried
+            )
 
     # ------------------------------------------------------------------ 1. plan the forward
     def plan_step(self, batch: Any, req_states: Any) -> None:
@@ -292,18 +256,27 @@ class V2MoIState:
         if not keep.any():
             return
         m = int(keep.sum())
+        kept_slots = slots[keep]
+        js = end[keep] - prompt[keep]
+        holders = [self.holder[s] for s in kept_slots]
+        for k in np.flatnonzero(self.resumed[kept_slots]).tolist():  # after a preemption only
+            self._restore(int(kept_slots[k]), holders[k], int(js[k]))
         plan_np = host_np[self.num_slots :]
         plan_np[:m] = rows[keep]
-        plan_np[m : 2 * m] = slots[keep]
-        plan_dev = self._plan_dev[: 2 * m]
-        plan_dev.copy_(host[self.num_slots : self.num_slots + 2 * m], non_blocking=True)
+        plan_np[m : 2 * m] = kept_slots
+        plan_np[2 * m : 3 * m] = js
+        plan_dev = self._plan_dev[: 3 * m]
+        plan_dev.copy_(host[self.num_slots : self.num_slots + 3 * m], non_blocking=True)
         self.plan = StepPlan(
             batch=batch,
             rows=plan_dev[:m],
-            slots=plan_dev[m:],
-            histories=[self.holder[s].history for s in slots[keep]],
-            js=end[keep] - prompt[keep],
+            slots=plan_dev[m : 2 * m],
+            positions=plan_dev[2 * m :],
+            histories=[r.history for r in holders],
+            js=js,
             sampling=self.num_sampling > 0,
+            method_step=self.num_method_step > 0,
+            cold_stop=self.num_cold_stop > 0,
         )
 
     def _clear_positions(self) -> None:
@@ -335,7 +308,7 @@ class V2MoIState:
         Runs only for requests resumed after a preemption (a loop over those requests)."""
         if slots.size == 0:
             return 0
-        self._drain(block=True)
+        self.staging.drain(block=True)
         ids, w, rows = [], [], []
         missing = 0
         for k, slot in enumerate(slots):
@@ -379,91 +352,62 @@ class V2MoIState:
         plan, self.plan = self.plan, None
         return plan if plan is not None and plan.batch is batch else None
 
-    def mix_after_sampling(
-        self, plan: StepPlan, raw: torch.Tensor, sampled_all: torch.Tensor
-    ) -> None:
+    def mix_after_sampling(self, plan: StepPlan, raw: torch.Tensor, output: Any) -> None:
         """Write the mixtures of this step's sampled tokens into their slots (device only).
 
-        ``raw`` [M, V]: the MoI rows' logits before the sampler touched them;
-        ``sampled_all`` [num_reqs, 1]: every row's sampled token (V2's ``SamplerOutput``).
+        ``raw`` [M, V]: the MoI rows' logits before the sampler touched them; ``output``: V2's
+        ``SamplerOutput`` (``sampled_token_ids`` [num_reqs, 1]); Cold Stop may rewrite it.
         """
         slots = plan.slots
-        # 1. The sampled tokens of the MoI rows.
-        sampled = sampled_all[:, 0].index_select(0, plan.rows).long()  # [M]
-        # 2. The prior: the raw logits, or for "sampling" rows what the sampler drew from.
-        prior = raw
-        sampling_rows = None
+        # 1. The sampled tokens of the MoI rows, and each row's settings from its slot.
+        sampled = output.sampled_token_ids[:, 0].index_select(0, plan.rows).long()  # [M]
+        rows = self.table.gather(slots, plan.positions)
+        # 2. The prior: the raw logits, or for "sampling" rows (soft thinking among them) what
+        #    the sampler drew from, cut to the sampler's top-k / top-p.
+        prior, masks = raw, None
         if plan.sampling and self.processed is not None:
-            sampling_rows = self.sampling.index_select(0, slots)  # [M] bool
-            prior = torch.where(sampling_rows[:, None], self.processed.to(raw.dtype), raw)
+            prior = torch.where(rows.sampling[:, None], self.processed.to(raw.dtype), raw)
+            masks = SamplerMasks(rows.sampling, rows.sampler_top_k, rows.sampler_top_p)
         self.processed = None
-        # 3-4. Candidates top-K ∪ {y} at the engine's one width, each row cut to its own K (a
-        #    row's mixture never depends on the rest of the batch), weights, and the mixture
-        #    written into each request's slot for the next forward (fused on CUDA).
-        row_top_k = self.row_top_k.index_select(0, slots)
-        masks = None
-        if sampling_rows is not None:
-            masks = SamplerMasks(
-                sampling_rows,
-                self.sampler_top_k.index_select(0, slots),
-                self.sampler_top_p.index_select(0, slots),
-            )
-        beta = self.beta.index_select(0, slots)
-        direct = self.direct.index_select(0, slots)
-        ids, weights = self.step.mix_into_slots(
-            prior, sampled, row_top_k, masks, beta, direct, slots
+        # 3-5. Candidates top-K ∪ {y} at the engine's one width, each row cut to its own K (a
+        #    row's mixture never depends on the rest of the batch), the soft-input methods, the
+        #    weights, and the mixture written into each request's slot for the next forward.
+        ids, weights, step = self.step.mix_into_slots(
+            prior,
+            sampled,
+            rows.row_top_k,
+            masks,
+            rows.methods.beta,
+            rows.methods.direct,
+            slots,
+            (rows.methods, rows.state) if plan.method_step else None,
         )
-        self._stage_history(plan, ids, weights)
+        # 6. The state each row carries to its next step; Cold Stop's think-end tokens.
+        if step is not None:
+            self.table.store_state(slots, step.state)
+            if plan.cold_stop:
+                force_think_end(output, plan.rows, step, raw)
+        self.staging.stage(
+            ids,
+            weights,
+            state_pack(step.state) if step is not None else None,
+            plan.histories,
+            plan.js,
+        )
         if self.trace is not None:  # tests only
             self.trace.append(
-                {
-                    "req_ids": [plan.batch.req_ids[r] for r in plan.rows.tolist()],
-                    "js": plan.js.tolist(),
-                    "prior": prior.float().cpu(),
-                    "sampled": sampled.cpu(),
-                    "beta": beta.cpu(),
-                    "direct": direct.cpu(),
-                    "top_k": row_top_k.cpu(),
-                    "mixed": self.embed.slots.index_select(0, slots).cpu(),
-                }
+                trace_record(
+                    [plan.batch.req_ids[r] for r in plan.rows.tolist()],
+                    plan.js.tolist(),
+                    prior,
+                    sampled,
+                    rows,
+                    step,
+                    self.embed.slots.index_select(0, slots),
+                )
             )
 
     def record_processed(self, logits: torch.Tensor) -> None:
         """The sampler's logits after temperature / min-p, before top-k / top-p (``sampling``)."""
         if self.capture_rows is not None:
             self.processed = logits.index_select(0, self.capture_rows)
-
-    # ------------------------------------------------------------------ replay history
-    def _stage_history(self, plan: StepPlan, ids: torch.Tensor, weights: torch.Tensor) -> None:
-        m, width = ids.shape
-        if not self.pin:  # CPU: the tensors are already on the host
-            host_ids, host_w = ids.to(torch.int32).numpy(), weights.float().numpy()
-            self._pending.append((None, host_ids, host_w, plan.histories, plan.js))
-            self._drain(block=False)
-            return
-        # Device -> pinned host copy in a ring of buffers; read only once its event completed.
-        if len(self._pending) >= len(self._ring):
-            self._drain(block=True, limit=1)
-        host_ids, host_w = self._ring[self._ring_next]
-        self._ring_next = (self._ring_next + 1) % len(self._ring)
-        host_ids[:m, :width].copy_(ids, non_blocking=True)
-        host_w[:m, :width].copy_(weights, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._pending.append(
-            (event, host_ids[:m].numpy(), host_w[:m].numpy(), plan.histories, plan.js)
-        )
-        self._drain(block=False)
-
-    def _drain(self, block: bool, limit: int | None = None) -> None:
-        done = 0
-        while self._pending and (limit is None or done < limit):
-            event, ids, w, histories, js = self._pending[0]
-            if event is not None:
-                if not block and not event.query():
-                    break
-                event.synchronize()
-            self._pending.popleft()
-            done += 1
-            for m, (history, j) in enumerate(zip(histories, js.tolist(), strict=True)):
-                history.record(j, ids[m], w[m])

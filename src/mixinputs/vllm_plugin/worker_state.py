@@ -7,33 +7,39 @@
    after preemption recomputes them) are *replayed* from the host copy of their candidates and
    weights, so a resumed request sees exactly the inputs it saw the first time.
 2. ``sample`` (device, around the runner's ``_sample``): keep the prior's logits before the sampler
-   edits them in place, sample, then build candidates ``top-K ∪ {y}``, weights and the mixture
-   (``mixinputs.mixing``) for the MoI rows and write them into their slots. No host sync: the host
-   only learns which rows mix and where, which it knows before the step.
+   edits them in place, sample, then build candidates ``top-K ∪ {y}``, apply the request's
+   soft-input method (soft thinking, thinking region, Cold Stop, noise), and write the mixtures
+   into their slots (``mix_step.MixStep``). No host sync: the host only learns which rows mix and
+   where, which it knows before the step; Cold Stop rewrites the sampled token on the device.
 
-Extra device memory: ``max_num_seqs`` slot rows of hidden size and a token map; the replay rows
-reuse vLLM's own ``inputs_embeds`` buffer, which text-only models leave unused. Per request the
-host keeps (K+1) ids and weights per output token (168 bytes at K = 20) for replays.
+A request's settings are written into its slot's row of ``SlotSettings`` when it takes the slot
+(and, for one resumed after a pause or preemption, the state it carried: still thinking,
+low-entropy steps), so a step reads every row's method with two gathers.
+
+Extra device memory: ``max_num_seqs`` slot rows of hidden size, a 104-byte settings row each, and
+a token map; the replay rows reuse vLLM's own ``inputs_embeds`` buffer, which text-only models
+leave unused. Per request the host keeps (K+1) ids and weights and the carried state per output
+token (176 bytes at K = 20) for replays (``history.py``).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from mixinputs.config import MoIConfig, MoIConfigError
+from mixinputs.config import MoIConfig
 from mixinputs.mixing import mix_rows
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
-from mixinputs.vllm_plugin.mix_step import MixStep, SamplerMasks
+from mixinputs.vllm_plugin.history import HistoryStaging, MixtureHistory, new_seed
+from mixinputs.vllm_plugin.mix_step import MixStep, SamplerMasks, force_think_end, trace_record
+from mixinputs.vllm_plugin.request_config import request_config
+from mixinputs.vllm_plugin.slot_settings import SlotSettings, state_pack
 
 logger = logging.getLogger("vllm.mixinputs")
-
-_HISTORY_RING = 4  # pinned staging buffers in flight before the oldest is waited for
 
 
 @dataclass
@@ -41,26 +47,9 @@ class RequestMoI:
     """One MoI request's worker-side state."""
 
     config: MoIConfig
+    history: MixtureHistory  # for replays: what output token j's input was made of
     slot: int = -1  # its row in the table's slot region, -1 while it has none
     latest: int = -1  # output index j whose mixture sits in `slot`
-    # History for replays: row j holds the candidates/weights that made output token j's input.
-    hist_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
-    hist_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    hist_len: int = 0
-
-    def record(self, j: int, ids: np.ndarray, w: np.ndarray, width: int) -> None:
-        if j >= self.hist_ids.shape[0]:
-            cap = max(16, 2 * self.hist_ids.shape[0], j + 1)
-            grown_ids = np.zeros((cap, width), np.int32)
-            grown_w = np.zeros((cap, width), np.float32)
-            if self.hist_len:
-                grown_ids[: self.hist_len] = self.hist_ids[: self.hist_len]
-                grown_w[: self.hist_len] = self.hist_w[: self.hist_len]
-            self.hist_ids, self.hist_w = grown_ids, grown_w
-        self.hist_ids[j, : ids.shape[0]] = ids
-        self.hist_w[j, : w.shape[0]] = w
-        self.hist_w[j, w.shape[0] :] = 0.0  # padding slots carry no weight
-        self.hist_len = max(self.hist_len, j + 1)
 
 
 @dataclass
@@ -69,16 +58,14 @@ class SamplePlan:
 
     rows: torch.Tensor  # [M] long: rows of the logits (batch order) that mix
     all_rows: bool  # rows == arange(num_reqs): every request of the batch mixes
-    slots: torch.Tensor  # [M] long: their table rows
-    beta: torch.Tensor  # [M] float32 (inf: exactly E[y])
-    direct: torch.Tensor  # [M] bool
-    top_k: int  # the candidates' width K: the engine's largest K, the same every step
-    # [M] long: each row's own K (columns beyond it carry no weight); None when every row asks
+    slots: torch.Tensor  # [M] long: their table rows (and rows of the settings table)
+    positions: torch.Tensor | None  # [M] long: js on the device (method step only)
+    # Each row's own K applies (columns beyond it carry no weight); False when every row asks
     # the engine's width (cutting would change nothing, bit for bit, and costs a few launches)
-    row_top_k: torch.Tensor | None
-    sampling: torch.Tensor | None  # [M] bool: rows whose prior is the sampler's distribution
-    sampler_top_k: torch.Tensor | None  # [M] long (0 = off), for the sampling prior
-    sampler_top_p: torch.Tensor | None  # [M] float32 (1 = off)
+    cut_to_row_k: bool
+    sampling: bool  # some row's prior is the sampler's distribution
+    method_step: bool  # some row needs mixing.apply_methods (soft, region, noise)
+    cold_stop: bool  # some row may have its sampled token replaced (Cold Stop)
     req_states: list[RequestMoI]
     js: list[int]  # output index each row's sampled token will have
 
@@ -114,9 +101,8 @@ class MoIWorkerState:
         self.plan: SamplePlan | None = None
         self.processed: torch.Tensor | None = None  # [M, V] the sampler's logits, sampling prior
         self.capture_rows: torch.Tensor | None = None
-        self._pending: collections.deque = collections.deque()
-        self._ring = [self._staging() for _ in range(_HISTORY_RING)] if pin else []
-        self._ring_next = 0
+        self.table = SlotSettings(self.num_slots, self.device)  # each slot's settings and state
+        self.staging = HistoryStaging(self.num_slots, self.width, self.device)
         self._warned: set[str] = set()
         self.step = MixStep(embed, max_top_k)  # steps 3-4 of `sample`: fused on CUDA
         self.trace: list[dict] | None = None  # per-step records, when tests ask for them
@@ -128,31 +114,17 @@ class MoIWorkerState:
         replay = torch.zeros(self.embed.replay_rows, dtype=torch.int64)
         return (newest.pin_memory(), replay.pin_memory()) if pin else (newest, replay)
 
-    def _staging(self):
-        shape = (self.num_slots, self.width)
-        return (
-            torch.zeros(shape, dtype=torch.int32).pin_memory(),
-            torch.zeros(shape, dtype=torch.float32).pin_memory(),
-        )
-
     def state_of(self, req_id: str) -> RequestMoI | None:
         if req_id in self.requests:
             return self.requests[req_id]
         req = self.runner.requests.get(req_id)
         params = getattr(req, "sampling_params", None)
-        config = None
-        if params is not None:
-            try:
-                config = MoIConfig.from_request(params.extra_args, self.default)
-                if config is not None and (config.top_k is None or config.top_k > self.max_top_k):
-                    raise MoIConfigError(
-                        f"mixinputs_top_k={config.top_k} exceeds this engine's maximum "
-                        f"{self.max_top_k} (MIXINPUTS_MAX_TOP_K)"
-                    )
-            except MoIConfigError as e:  # the front end rejects these; never crash the engine
-                logger.error("request %s: %s; decoding it without MoI", req_id, e)
-                config = None
-        state = RequestMoI(config) if config is not None else None
+        config = request_config(req_id, params, self.default, self.max_top_k)
+        state = None
+        if config is not None:
+            seed = getattr(params, "seed", None)
+            seed = new_seed() if seed is None else seed
+            state = RequestMoI(config, MixtureHistory(self.width, seed))
         self.requests[req_id] = state
         self.num_moi_alive += state is not None
         return state
@@ -243,34 +215,14 @@ class MoIWorkerState:
             self.embed.replay_count = 0
 
     def _make_plan(self, rows: list[int], states: list[RequestMoI], js: list[int]) -> SamplePlan:
-        for req_id, state in zip(self._req_ids(rows), states, strict=True):
+        for req_id, state, j in zip(self._req_ids(rows), states, js, strict=True):
             if state.slot < 0:
                 state.slot = self.free_slots.pop()
                 self.slot_holders.add(req_id)
+                self._assign(state, self.runner.requests[req_id].sampling_params, j)
         configs = [s.config for s in states]
         dev = self.device
-        # One width for every batch (the engine's largest K): a row's candidates, weights and
-        # mixture then depend on its own K only, never on what else is in the batch.
-        row_k = [c.top_k for c in configs]
-        row_top_k = None
-        if min(row_k) < self.max_top_k:
-            row_top_k = torch.tensor(row_k, dtype=torch.long).to(dev, non_blocking=True)
-        sampling = sampler_top_k = sampler_top_p = None
-        if any(c.prior == "sampling" for c in configs):
-            params = [self.runner.requests[r].sampling_params for r in self._req_ids(rows)]
-            sampling = torch.tensor([c.prior == "sampling" for c in configs]).to(dev)
-            sampler_top_k = torch.tensor(
-                [p.top_k if p.top_k and p.top_k > 0 else 0 for p in params]
-            ).to(dev)
-            sampler_top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(dev)
-            greedy = [p.temperature < 1e-5 for p in params]
-        else:
-            greedy = [False] * len(rows)
-        # A greedy row's sampling distribution is a point mass on y: beta = inf feeds E[y].
-        beta = [
-            float("inf") if (c.prior == "sampling" and g) else c.beta
-            for c, g in zip(configs, greedy, strict=True)
-        ]
+        method_step = any(c.needs_method_step for c in configs)
         for state, j in zip(states, js, strict=True):
             state.latest = j
         return SamplePlan(
@@ -279,16 +231,28 @@ class MoIWorkerState:
             slots=torch.tensor([s.slot for s in states], dtype=torch.long).to(
                 dev, non_blocking=True
             ),
-            beta=torch.tensor(beta, dtype=torch.float32).to(dev, non_blocking=True),
-            direct=torch.tensor([c.direct for c in configs]).to(dev, non_blocking=True),
-            top_k=self.max_top_k,
-            row_top_k=row_top_k,
-            sampling=sampling,
-            sampler_top_k=sampler_top_k,
-            sampler_top_p=sampler_top_p,
+            positions=torch.tensor(js, dtype=torch.long).to(dev, non_blocking=True)
+            if method_step
+            else None,
+            # One width for every batch (the engine's largest K): a row's candidates, weights
+            # and mixture then depend on its own K only, never on what else is in the batch.
+            cut_to_row_k=min(c.top_k for c in configs) < self.max_top_k,
+            sampling=any(c.prior == "sampling" for c in configs),
+            method_step=method_step,
+            cold_stop=any(c.cold_stop_entropy is not None for c in configs),
             req_states=states,
             js=js,
         )
+
+    def _assign(self, state: RequestMoI, params: Any, j: int) -> None:
+        """Write a request's settings into its new slot, with the state it carries: a request
+        that had a slot before (paused, preempted) goes on from its last sampled token's."""
+        carried = (True, 0)
+        if j > 0 and state.config.region == "thinking":
+            if state.history.length < j:
+                self.staging.drain(block=True)
+            carried = state.history.state_after(j - 1) or carried
+        self.table.assign(state.slot, state.config, params, state.history.seed, carried)
 
     def _req_ids(self, rows: list[int]) -> list[str]:
         req_ids = self.runner.input_batch.req_ids
@@ -311,8 +275,8 @@ class MoIWorkerState:
             self.embed.replay_count = count
 
     def _replay(self, replays: list[tuple[int, RequestMoI, int]], host_pos: np.ndarray) -> int:
-        self._drain(block=True)
-        usable = [(t, s, j) for t, s, j in replays if j < s.hist_len]
+        self.staging.drain(block=True)
+        usable = [(t, s, j) for t, s, j in replays if j < s.history.length]
         if len(usable) < len(replays):
             logger.error(
                 "mixinputs: %d replayed tokens have no stored mixture; they use plain embeddings",
@@ -331,8 +295,8 @@ class MoIWorkerState:
             usable = usable[:room]
         if not usable:
             return 0
-        ids = torch.from_numpy(np.stack([s.hist_ids[j] for _, s, j in usable]))
-        w = torch.from_numpy(np.stack([s.hist_w[j] for _, s, j in usable]))
+        ids = torch.from_numpy(np.stack([s.history.ids[j] for _, s, j in usable]))
+        w = torch.from_numpy(np.stack([s.history.w[j] for _, s, j in usable]))
         ids = ids.to(self.device, dtype=torch.long)
         mixed = mix_rows(w.to(self.device), self.embed.base(ids))  # [n, D]
         self.embed.replay[: len(usable)] = mixed.to(self.embed.replay.dtype)
@@ -360,39 +324,58 @@ class MoIWorkerState:
         else:
             raw = logits.index_select(0, plan.rows)  # [M, V]
         # 2. Sample as usual (the sampler records its own distribution for the sampling prior).
-        self.capture_rows = plan.rows if plan.sampling is not None else None
+        self.capture_rows = plan.rows if plan.sampling else None
         self.processed = None
         try:
             output = original_sample(logits, spec_decode_metadata)
         finally:
             self.capture_rows = None
         sampled = output.sampled_token_ids[:, 0].index_select(0, plan.rows).long()  # [M]
-        # 3. Candidates top-K ∪ {y} and their scores, per row from its own prior.
-        prior = raw
-        if plan.sampling is not None and self.processed is not None:
-            prior = torch.where(plan.sampling[:, None], self.processed.to(raw.dtype), raw)
-        #    Every row is built at the engine's width K and cut to its own K (the sampler's
-        #    top-k / top-p masks need the uncut columns first). Then the weights, and the
-        #    mixture written into each request's slot for the next forward.
-        masks = None
-        if plan.sampling is not None and self.processed is not None:
-            masks = SamplerMasks(plan.sampling, plan.sampler_top_k, plan.sampler_top_p)
+        # 3. Each row's settings from its slot, and its prior: the raw logits, or for sampling
+        #    rows (soft thinking among them) the distribution the sampler drew from.
+        rows = self.table.gather(plan.slots, plan.positions)
+        prior, masks = raw, None
+        if plan.sampling and self.processed is not None:
+            prior = torch.where(rows.sampling[:, None], self.processed.to(raw.dtype), raw)
+            masks = SamplerMasks(rows.sampling, rows.sampler_top_k, rows.sampler_top_p)
         self.processed = None
-        ids, weights = self.step.mix_into_slots(
-            prior, sampled, plan.row_top_k, masks, plan.beta, plan.direct, plan.slots
+        # 4. Candidates top-K ∪ {y}, built at the engine's width K and cut to each row's own K
+        #    (the sampler's top-k / top-p masks need the uncut columns first); the soft-input
+        #    methods; the weights, and the mixture written into each request's slot for the
+        #    next forward.
+        ids, weights, step = self.step.mix_into_slots(
+            prior,
+            sampled,
+            rows.row_top_k if plan.cut_to_row_k else None,
+            masks,
+            rows.methods.beta,
+            rows.methods.direct,
+            plan.slots,
+            (rows.methods, rows.state) if plan.method_step else None,
         )
-        self._stage_history(plan, ids, weights)
+        # 5. The state each row carries to its next step; Cold Stop's think-end tokens.
+        if step is not None:
+            self.table.store_state(plan.slots, step.state)
+            if plan.cold_stop:
+                force_think_end(output, plan.rows, step, raw)
+        self.staging.stage(
+            ids,
+            weights,
+            state_pack(step.state) if step is not None else None,
+            [s.history for s in plan.req_states],
+            plan.js,
+        )
         if self.trace is not None:  # debugging / tests only (see `enable_trace`)
             self.trace.append(
-                {
-                    "req_ids": self._req_ids(plan.rows.tolist()),
-                    "js": list(plan.js),
-                    "prior": prior.float().cpu(),
-                    "sampled": sampled.cpu(),
-                    "beta": plan.beta.cpu(),
-                    "direct": plan.direct.cpu(),
-                    "mixed": self.embed.slots[plan.slots].cpu(),
-                }
+                trace_record(
+                    self._req_ids(plan.rows.tolist()),
+                    list(plan.js),
+                    prior,
+                    sampled,
+                    rows,
+                    step,
+                    self.embed.slots[plan.slots],
+                )
             )
         return output
 
@@ -400,47 +383,6 @@ class MoIWorkerState:
         """Called by the sampler's top-k/top-p stage with the logits it samples from."""
         if self.capture_rows is not None:
             self.processed = logits.index_select(0, self.capture_rows)
-
-    # ------------------------------------------------------------------ replay history
-    def _stage_history(self, plan: SamplePlan, ids: torch.Tensor, weights: torch.Tensor) -> None:
-        m, width = ids.shape
-        if self.device.type != "cuda":
-            host_ids, host_w = ids.to(torch.int32).cpu().numpy(), weights.float().cpu().numpy()
-            self._pending.append((None, host_ids, host_w, plan.req_states, plan.js))
-            self._drain(block=False)
-            return
-        # Device -> pinned host copy in a ring of buffers; read only once its event completed.
-        if len(self._pending) >= len(self._ring):
-            self._drain(block=True, limit=1)
-        host_ids, host_w = self._ring[self._ring_next]
-        self._ring_next = (self._ring_next + 1) % len(self._ring)
-        host_ids[:m, :width].copy_(ids, non_blocking=True)
-        host_w[:m, :width].copy_(weights, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._pending.append(
-            (
-                event,
-                host_ids[:m, :width].numpy(),
-                host_w[:m, :width].numpy(),
-                plan.req_states,
-                plan.js,
-            )
-        )
-        self._drain(block=False)
-
-    def _drain(self, block: bool, limit: int | None = None) -> None:
-        done = 0
-        while self._pending and (limit is None or done < limit):
-            event, ids, w, states, js = self._pending[0]
-            if event is not None:
-                if not block and not event.query():
-                    break
-                event.synchronize()
-            self._pending.popleft()
-            done += 1
-            for m, (state, j) in enumerate(zip(states, js, strict=True)):
-                state.record(j, ids[m], w[m], self.width)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

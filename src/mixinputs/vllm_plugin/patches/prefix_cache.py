@@ -15,6 +15,7 @@ Upstream: a per-request "extra hash key from position N" in vLLM would remove th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from typing import Any
 
@@ -43,7 +44,12 @@ def moi_cache_key(request: Any, default: MoIConfig | None) -> tuple | None:
         except MoIConfigError:
             config = None  # rejected in the front end; never mixed
         if config is not None:
-            key = ("mixinputs", config.beta, config.mode, config.top_k, config.prior)
+            # Every setting of the method (mode, K, prior, region, think-end token, Cold Stop,
+            # noise and its temperature) changes what is fed.
+            key = ("mixinputs", *dataclasses.astuple(config))
+            if config.noise != "none":  # noisy KV repeats only for the same seed
+                seed = getattr(params, "seed", None)
+                key += (("seed", seed) if seed is not None else ("request", request.request_id),)
             if config.prior == "sampling":  # the mixture depends on the sampler's settings
                 key += tuple(
                     getattr(params, n, None)

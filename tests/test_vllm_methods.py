@@ -1,0 +1,215 @@
+"""The soft-input family per request in a real vLLM engine (CPU, the embedded SmolLM2-135M):
+soft thinking, a thinking region, Cold Stop and noisy mixtures, side by side in one batch.
+
+SmolLM2 is not a reasoning model, so the think-end token is given by id
+(``mixinputs_think_end``): a token it emits in these prompts, or one it never emits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mixinputs.mixing import MethodRows
+from tests.vllm_support import (
+    check_step_record,
+    embedding_weight,
+    require_vllm,
+    shutdown,
+    start_llm,
+    summary,
+    token_ids,
+    trace,
+)
+
+vllm = require_vllm()
+from vllm import SamplingParams  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+PROMPTS = [
+    "The capital of France is",
+    "Write a short poem about the sea:",
+    "1, 2, 3, 4,",
+    "Question: what is 17 + 25? Answer:",
+]
+NEVER = 100  # a token id the model does not emit here: the thinking region stays open
+
+
+def methods(think_end: int = NEVER) -> dict[str, dict]:
+    """One request's extra_args per method; every method of the family, and standard."""
+    thinking = {"mixinputs_region": "thinking", "mixinputs_think_end": think_end}
+    return {
+        "standard": None,
+        "moi": {"mixinputs_beta": 1.0},
+        "soft": {"mixinputs_mode": "soft"},
+        "soft+gumbel": {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"},
+        "soft+dirichlet@thinking": {
+            "mixinputs_mode": "soft",
+            "mixinputs_noise": "dirichlet",
+            "mixinputs_noise_temperature": 0.5,
+            **thinking,
+        },
+        "moi+gumbel@thinking": {"mixinputs_beta": 2.0, "mixinputs_noise": "gumbel", **thinking},
+        "direct@thinking": {"mixinputs_mode": "direct", "mixinputs_top_k": 7, **thinking},
+    }
+
+
+def sampled(extra, seed=0, max_tokens=16, **kw) -> SamplingParams:
+    return SamplingParams(
+        temperature=0.8, seed=seed, max_tokens=max_tokens, ignore_eos=True, extra_args=extra, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def llm():
+    # No chunked prefill: vLLM 0.32's CPU runner cannot rewind a seeded request's generator
+    # after a partial-prefill sample ("CPU Generator does not use offset").
+    engine = start_llm(enable_chunked_prefill=False, max_num_batched_tokens=1024)
+    yield engine
+    shutdown(engine)
+
+
+def generate(llm, prompts, params):
+    return llm.generate(prompts, params, use_tqdm=False)
+
+
+def one_token(llm, text: str) -> int:
+    ids = llm.get_tokenizer().encode(text, add_special_tokens=False)
+    assert len(ids) == 1, (text, ids)
+    return ids[0]
+
+
+def test_every_method_feeds_its_reference_mixture(llm):
+    """Each row of a batch holding every method fed exactly ``mixing.mix_step`` on its logits,
+    from its own settings and carried state."""
+    if llm.llm_engine.model_config.dtype != torch.float32:
+        pytest.skip("compared at float32 precision")
+    extras = [e for e in methods().values() if e is not None]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(extras))]
+    params = [sampled(e, seed=i, max_tokens=8) for i, e in enumerate(extras)]
+    _, records = trace(llm, lambda: generate(llm, prompts, params))
+    weight = embedding_weight(llm)
+    checked = sum(check_step_record(r, weight, rtol=1e-5) for r in records)
+    assert checked == len(extras) * 8
+
+
+def test_each_method_is_the_same_alone_and_in_a_batch_of_all(llm):
+    """Seeded requests: every method (noise included) gives the same tokens and log-probs alone
+    and beside every other method; the standard row equals standard decoding."""
+    if llm.llm_engine.model_config.dtype != torch.float32:
+        pytest.skip("batch invariance is asserted on a float32 engine")
+    table = methods()
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(table))]
+    params = [sampled(e, seed=10 + i, logprobs=2) for i, e in enumerate(table.values())]
+    together = generate(llm, prompts, params)
+    for i, name in enumerate(table):
+        alone = generate(llm, [prompts[i]], [params[i]])[0]
+        assert list(alone.outputs[0].token_ids) == list(together[i].outputs[0].token_ids), name
+        assert _logprobs(alone) == _logprobs(together[i]), name
+    # Different methods do differ (on the same prompt and seed).
+    same_prompt = [sampled(e, seed=3) for e in table.values()]
+    outs = token_ids(generate(llm, [PROMPTS[1]] * len(table), same_prompt))
+    assert len({tuple(o) for o in outs}) >= len(table) - 1, outs
+    assert summary(llm)["alive"] == 0
+
+
+def test_noise_follows_the_seed(llm):
+    noisy = {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"}
+    a, b, c = (
+        token_ids(generate(llm, [PROMPTS[1]], [sampled(noisy, seed=s, max_tokens=24)]))[0]
+        for s in (5, 5, 6)
+    )
+    assert a == b and a != c
+
+
+def test_thinking_region_ends_at_the_think_end_token(llm):
+    """Mixing stops at the think-end token: up to it the request is MoI with region "all"; the
+    token itself and every later one are fed as plain embeddings."""
+    moi = {"mixinputs_beta": 1.0}
+    greedy = dict(temperature=0.0, max_tokens=12, ignore_eos=True)
+    out_all, rec_all = trace(
+        llm, lambda: generate(llm, [PROMPTS[2]], [SamplingParams(**greedy, extra_args=moi)])
+    )
+    tokens = list(out_all[0].outputs[0].token_ids)
+    end_at = next(j for j in range(2, len(tokens)) if tokens[j] not in tokens[:j])
+    thinking = {**moi, "mixinputs_region": "thinking", "mixinputs_think_end": tokens[end_at]}
+    out, rec = trace(
+        llm, lambda: generate(llm, [PROMPTS[2]], [SamplingParams(**greedy, extra_args=thinking)])
+    )
+    got = list(out[0].outputs[0].token_ids)
+    assert got[: end_at + 1] == tokens[: end_at + 1]
+    weight = embedding_weight(llm)
+    fed = {r["js"][0]: r["mixed"][0] for r in rec}
+    fed_all = {r["js"][0]: r["mixed"][0] for r in rec_all}
+    for j in range(end_at):
+        torch.testing.assert_close(fed[j], fed_all[j], rtol=0, atol=0)
+        assert not torch.equal(fed[j], weight[got[j]].to(fed[j].dtype)), j
+    for j in range(end_at, len(got)):
+        assert torch.equal(fed[j], weight[got[j]].to(fed[j].dtype)), j
+    for r in rec:
+        check_step_record(r, weight)
+
+
+def test_cold_stop_emits_the_think_end_token_and_leaves_the_region(llm):
+    """tau above any entropy: every thinking step is low-entropy, so at step L the sampled token
+    becomes the think-end token (also in the log-probs), and mixing stops there."""
+    think_end = one_token(llm, " banana")
+    cold = {
+        "mixinputs_mode": "soft",
+        "mixinputs_region": "thinking",
+        "mixinputs_think_end": think_end,
+        "mixinputs_cold_stop_entropy": 100.0,
+        "mixinputs_cold_stop_steps": 3,
+    }
+    warm = {**cold, "mixinputs_cold_stop_entropy": 1e-9}  # never low: never forced
+    params = [sampled(cold, seed=1, logprobs=1), sampled(warm, seed=1, logprobs=1)]
+    out, rec = trace(llm, lambda: generate(llm, [PROMPTS[0]] * 2, params))
+    forced, free = (list(o.outputs[0].token_ids) for o in out)
+    assert forced[2] == think_end and think_end not in forced[:2]
+    assert forced[:2] == free[:2] and free[2] != think_end
+    entry = out[0].outputs[0].logprobs[2][think_end]
+    assert entry.logprob < 0 and entry.rank >= 1
+    weight = embedding_weight(llm)
+    for r in rec:
+        check_step_record(r, weight)
+        row = int(MethodRows(*r["methods"]).cold_stop_entropy.argmax())  # the forced request
+        j = r["js"][row]
+        if j >= 2:  # the think-end token and everything after it: plain embeddings
+            assert torch.equal(r["mixed"][row], weight[forced[j]].to(r["mixed"].dtype)), j
+
+
+def _logprobs(output) -> list[dict[int, float]]:
+    return [{t: lp.logprob for t, lp in step.items()} for step in output.outputs[0].logprobs]
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"mixinputs_mode": "soft", "mixinputs_prior": "raw"}, "mixinputs_prior"),
+        ({"mixinputs_region": "sometimes"}, "mixinputs_region"),
+        ({"mixinputs_region": "thinking"}, "mixinputs_think_end"),  # "</think>": not one token
+        ({"mixinputs_region": "thinking", "mixinputs_think_end": 10**9}, "mixinputs_think_end"),
+        ({"mixinputs_cold_stop_entropy": 0.1}, "mixinputs_cold_stop_entropy"),
+        (
+            {
+                "mixinputs_region": "thinking",
+                "mixinputs_think_end": 5,
+                "mixinputs_cold_stop_entropy": -1,
+            },
+            "mixinputs_cold_stop_entropy",
+        ),
+        ({"mixinputs_cold_stop_steps": 3}, "mixinputs_cold_stop_steps"),
+        ({"mixinputs_think_end": 5}, "mixinputs_think_end"),  # no thinking region
+        ({"mixinputs_noise": "uniform"}, "mixinputs_noise"),
+        ({"mixinputs_noise": "gumbel", "mixinputs_noise_temperature": 0}, "mixinputs_noise_temp"),
+        ({"mixinputs_mode": "direct", "mixinputs_noise": "gumbel"}, "mixinputs_noise"),
+        ({"mixinputs_noise_temperature": 0.5}, "mixinputs_noise_temperature"),
+    ],
+)
+def test_bad_method_fields_are_rejected_and_the_engine_keeps_serving(llm, extra, key):
+    with pytest.raises(ValueError, match=key):
+        generate(llm, PROMPTS[:1], [sampled(extra, max_tokens=4)])
+    ok = generate(llm, PROMPTS[:1], [sampled({"mixinputs_mode": "soft"}, max_tokens=4)])
+    assert len(ok[0].outputs[0].token_ids) == 4
+    assert summary(llm)["alive"] == 0
