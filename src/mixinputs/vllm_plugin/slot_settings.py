@@ -103,6 +103,11 @@ class SlotSettings:
         self.floats[slot] = torch.tensor(floats, dtype=torch.float32).to(self.device)
         self.ints[slot] = torch.tensor(ints, dtype=torch.long).to(self.device)
 
+    def set_state(self, slot: int, state: tuple[bool, int]) -> None:
+        """Give ``slot`` the (thinking, low-entropy steps) a resumed request carries."""
+        row = torch.tensor([int(state[0]), int(state[1])], dtype=torch.long)
+        self.ints[slot, _THINKING : _LOW_STEPS + 1] = row.to(self.device)
+
     def gather(self, slots: torch.Tensor, positions: torch.Tensor | None) -> SlotRows:
         """The settings of ``slots`` [M]; ``positions`` [M]: each row's output index j (None
         when no row draws noise)."""

@@ -87,7 +87,6 @@ class V2MoIState:
         self.is_moi = np.zeros(self.num_slots, dtype=bool)
         self.resumed = np.zeros(self.num_slots, dtype=bool)  # back after a preemption
         self.holder: list[SlotRequest | None] = [None] * self.num_slots
-        self.params: list[Any] = [None] * self.num_slots  # the holder's SamplingParams
         self.slot_of: dict[str, int] = {}
         self.parked: dict[str, MixtureHistory] = {}  # preempted MoI requests' histories
         self.preempting: frozenset[str] = frozenset()  # set while V2 frees preempted requests
@@ -148,7 +147,6 @@ class V2MoIState:
         self.slot_of[req_id] = slot
         self.is_moi[slot] = True
         self.table.assign(slot, config, sampling_params, history.seed)
-        self.params[slot] = sampling_params
         self.num_sampling += config.prior == "sampling"
         self.num_method_step += config.needs_method_step
         self.num_cold_stop += config.cold_stop_entropy is not None
@@ -176,7 +174,6 @@ class V2MoIState:
         if request is None:
             return
         self.holder[slot] = None
-        self.params[slot] = None
         self.is_moi[slot] = False
         self.resumed[slot] = False
         self.slot_of.pop(request.req_id, None)
@@ -195,9 +192,7 @@ class V2MoIState:
             self.staging.drain(block=True)
         carried = request.history.state_after(j - 1)
         if carried is not None:
-            self.table.assign(
-                slot, request.config, self.params[slot], request.history.seed, carried
-            )
+            self.table.set_state(slot, carried)
 
     # ------------------------------------------------------------------ 1. plan the forward
     def plan_step(self, batch: Any, req_states: Any) -> None:
