@@ -1,4 +1,4 @@
-"""The side-by-side throughput benchmark (same as `mixinputs bench`); see mixinputs/bench.py.
+"""The side-by-side throughput benchmark (same as `mixinputs bench`); see src/mixinputs/bench/.
 
 python benchmarks/bench.py --quick
 python benchmarks/bench.py --json benchmarks/results-cpu.json

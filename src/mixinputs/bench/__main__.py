@@ -1,0 +1,7 @@
+"""``python -m mixinputs.bench``: one bench engine process (the child side of the protocol in
+``mixinputs.bench.engine_process``); the bench itself is ``mixinputs bench``."""
+
+from mixinputs.bench.engine_process import serve_engine
+
+if __name__ == "__main__":
+    serve_engine()
