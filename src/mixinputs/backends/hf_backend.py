@@ -22,7 +22,17 @@ class HFBackend:
         device: str | None = None,
         batch_size: int = 8,
     ):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from mixinputs.environment_checks import EnvironmentProblem, check_torch_companions
+
+        check_torch_companions()  # a CUDA torchvision beside a CPU torch breaks transformers
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ModuleNotFoundError as e:
+            if e.name != "transformers":
+                raise
+            raise EnvironmentProblem(
+                "the hf backend needs transformers: `pip install 'mixinputs[hf]'`"
+            ) from None
 
         self.model = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,12 +28,26 @@ class VLLMBackend:
         dtype: str | None = None,
         max_model_len: int = 4096,
         gpu_memory_utilization: float | None = None,
+        kv_cache_memory_bytes: int | None = None,
         enforce_eager: bool | None = None,
         window: int = 4096,
         **engine_kwargs,
     ):
+        from mixinputs.engine_memory import kv_cache_args
+        from mixinputs.environment_checks import EnvironmentProblem, check_torch_companions
+
+        check_torch_companions()  # a CUDA torchvision beside a CPU torch breaks vLLM's import
         import torch
-        from vllm import LLM
+
+        try:
+            from vllm import LLM
+        except ModuleNotFoundError as e:
+            if e.name != "vllm":
+                raise
+            raise EnvironmentProblem(
+                "the vllm backend needs vLLM: `pip install 'mixinputs[cpu]'` on a CPU, "
+                "`pip install 'mixinputs[vllm]'` on a GPU"
+            ) from None
 
         on_gpu = torch.cuda.is_available()
         self.model = model
@@ -50,13 +64,19 @@ class VLLMBackend:
             model=model,
             dtype=self.dtype,
             max_model_len=max_model_len,
-            # On a CPU build this is the share of RAM vLLM reserves; 0.3 fits a 24 GiB machine.
-            gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.3),
+            # On a CPU the KV cache in bytes (2 GiB unless asked), never a share of free memory.
+            **kv_cache_args(on_gpu, kv_cache_memory_bytes, gpu_memory_utilization),
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             disable_log_stats=True,
             **engine_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+
+    def close(self) -> None:
+        """Stop the engine's processes now (they would otherwise stop at interpreter exit)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
     def chat_prompt(self, user_message: str) -> str:
         if getattr(self.tokenizer, "chat_template", None) is None:
