@@ -13,9 +13,10 @@ INFO = "ENGINE-INFO:"
 
 
 def _worker_info(worker) -> dict:
-    state = getattr(worker.model_runner, "_mixinputs", None)
-    step = getattr(state, "step", None)
-    return {"moi": state is not None, "fused": bool(getattr(step, "fused", False))}
+    from mixinputs.vllm_plugin.attach import step_state_of
+
+    state = step_state_of(worker.model_runner)
+    return {"moi": state is not None, "fused": state is not None and state.step.fused}
 
 
 def main() -> None:

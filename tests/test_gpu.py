@@ -271,7 +271,7 @@ def test_transformers_mixture_uses_the_fused_step_on_cuda():
 def method_case(m=24, vocab=5000, width_k=20, seed=0, device="cuda"):
     """Candidates and per-row settings mixing every method (soft, noise, region, Cold Stop)."""
     from mixinputs.config import MoIConfig
-    from mixinputs.mixing import RegionState, method_rows
+    from mixinputs.mixing import fresh_state, method_rows
 
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(m, vocab, generator=g) * 3
@@ -288,7 +288,10 @@ def method_case(m=24, vocab=5000, width_k=20, seed=0, device="cuda"):
     ]
     configs = [kinds[i % len(kinds)] for i in range(m)]
     rows = method_rows(configs, list(range(m)), [11 * i for i in range(m)])
-    state = RegionState(torch.rand(m, generator=g) < 0.8, torch.randint(0, 3, (m,), generator=g))
+    state = fresh_state(m)._replace(
+        thinking=torch.rand(m, generator=g) < 0.8,
+        low_entropy_steps=torch.randint(0, 3, (m,), generator=g),
+    )
     cands = candidates_from_logits(logits, y, width_k, torch.tensor([c.top_k for c in configs]))
     move = lambda t: t.to(device)  # noqa: E731
     return (
@@ -342,3 +345,60 @@ def test_method_step_with_the_fused_mix_captures_in_a_cuda_graph():
     graph.replay()
     eager_w, eager_mixed = step()
     assert torch.equal(weights, eager_w) and torch.equal(mixed, eager_mixed)
+
+
+def test_family_methods_on_gpu_equal_cpu():
+    """SwiReasoning, SeLaR and Multiplex: the same tokens, states and inputs on the GPU as on
+    the CPU (counter-based draws; p·E padded to a fixed row count)."""
+    from mixinputs.config import MoIConfig
+    from mixinputs.mixing import fresh_state, method_rows, mix_step
+
+    configs = [
+        MoIConfig(mode="swir", think_end=2, think_start=1, swir_linebreak=3, swir_window=2,
+                  swir_max_switches=1, swir_convergence=(2,), swir_termination=(2, 5), eos=0),
+        MoIConfig(mode="selar"),
+        MoIConfig(mode="multiplex", think_end=2),
+    ] * 4  # fmt: skip
+    m, vocab = len(configs), 5000
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(m, vocab, generator=g) * 2
+    y = torch.randint(8, vocab, (m,), generator=g)
+    emb = torch.randn(vocab, 64, generator=g)
+    rows = method_rows(configs, list(range(m)), list(range(m)))
+    state = fresh_state(m)._replace(swir_ref=torch.full((m,), 5.0), swir_stay=torch.full((m,), 3))
+    top_k = torch.tensor([c.top_k for c in configs])
+    cpu = mix_step(logits, y, emb, rows, state, 20, top_k)
+    gpu = mix_step(
+        logits.cuda(), y.cuda(), emb.cuda(), type(rows)(*(t.cuda() for t in rows)),
+        type(state)(*(t.cuda() for t in state)), 20, top_k.cuda(),
+    )  # fmt: skip
+    assert torch.equal(cpu[1].sampled, gpu[1].sampled.cpu())
+    assert torch.equal(cpu[1].ids, gpu[1].ids.cpu())
+    for a, b in zip(cpu[1].state, gpu[1].state, strict=True):
+        torch.testing.assert_close(a, b.cpu())
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_step_state_never_waits_for_the_gpu():
+    """A slot's settings written, full steps (every method, SwiReasoning's p·E and forced
+    tokens, Multiplex's draws, staging for the history), a preemption and a resume with its
+    replay: none of it synchronizes the host with the GPU (``set_sync_debug_mode("error")``
+    raises on any sync)."""
+    from tests.test_step_state import batch_scenario
+
+    batch_scenario("cuda")  # kernels compiled, pinned buffers made
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        moi, outputs = batch_scenario("cuda", vllm_waits=_allow_sync)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert len(outputs) == 6 and moi.state.replays.count == 4
+
+
+def _allow_sync():
+    """vLLM's own wait for a step's tokens (before it schedules a resume), made on purpose."""
+    torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")

@@ -49,7 +49,14 @@ HOOKS_V1 = [
         "_sample",
         ["self", "logits", "spec_decode_metadata"],
     ),
+    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_dummy_run", ["self"]),
     ("vllm/v1/worker/cpu_model_runner.py", "CPUModelRunner", "load_model", ["self"]),
+    (
+        "vllm/v1/engine/async_llm.py",
+        "AsyncLLM",
+        "generate",
+        ["self", "prompt", "sampling_params"],
+    ),
     (
         "vllm/v1/engine/input_processor.py",
         "InputProcessor",
@@ -88,6 +95,7 @@ ATTRIBUTES = [
     ("vllm/model_executor/layers/vocab_parallel_embedding.py", "class ParallelLMHead("),
     ("vllm/platforms/interface.py", "def use_all_gather("),
     ("vllm/config/vllm.py", "def use_v2_model_runner("),
+    ("vllm/v1/engine/async_llm.py", "self.input_processor ="),
 ]
 
 
@@ -103,7 +111,8 @@ def check_sources(read) -> list[str]:
                 problems.append(f"{path}: no class {cls}")
                 continue
             scope = owner[0].body
-        found = [n for n in scope if isinstance(n, ast.FunctionDef) and n.name == func]
+        functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+        found = [n for n in scope if isinstance(n, functions) and n.name == func]
         if not found:
             problems.append(f"{path}: no {cls}.{func}")
             continue

@@ -15,6 +15,7 @@ from tests.vllm_support import (
     check_step_record,
     embedding_weight,
     require_vllm,
+    same_request,
     shutdown,
     start_llm,
     summary,
@@ -34,6 +35,8 @@ PROMPTS = [
     "Question: what is 17 + 25? Answer:",
 ]
 NEVER = 100  # a token id the model does not emit here: the thinking region stays open
+# SwiReasoning's and SeLaR's sampling recipe (their run.py: T 0.6, top-k 20, top-p 0.95).
+RECIPE = {"temperature": 0.6, "top_k": 20, "top_p": 0.95}
 
 
 def methods(think_end: int = NEVER) -> dict[str, dict]:
@@ -52,7 +55,26 @@ def methods(think_end: int = NEVER) -> dict[str, dict]:
         },
         "moi+gumbel@thinking": {"mixinputs_beta": 2.0, "mixinputs_noise": "gumbel", **thinking},
         "direct@thinking": {"mixinputs_mode": "direct", "mixinputs_top_k": 7, **thinking},
+        # SmolLM2 has no <think> / </think>: ids stand in (NEVER: the row never locks itself).
+        "swir": SWIR,
+        "selar": {"mixinputs_mode": "selar"},
+        "multiplex": {"mixinputs_mode": "multiplex", "mixinputs_think_end": think_end},
     }
+
+
+# A short window and a cap of 1, so every branch of SwiReasoning runs within a few dozen tokens.
+SWIR = {
+    "mixinputs_mode": "swir",
+    "mixinputs_think_end": NEVER,
+    "mixinputs_think_start": 1,
+    "mixinputs_swir_linebreak": 198,
+    "mixinputs_swir_window": 3,
+    "mixinputs_swir_max_switches": 1,
+    "mixinputs_swir_convergence": [NEVER],
+    "mixinputs_swir_termination": " The final answer is",
+    "mixinputs_swir_answer_tokens": 8,
+    "mixinputs_swir_ramp_tokens": 64,
+}
 
 
 def sampled(extra, seed=0, max_tokens=16, **kw) -> SamplingParams:
@@ -95,23 +117,80 @@ def test_every_method_feeds_its_reference_mixture(llm):
 
 
 def test_each_method_is_the_same_alone_and_in_a_batch_of_all(llm):
-    """Seeded requests: every method (noise included) gives the same tokens and log-probs alone
-    and beside every other method; the standard row equals standard decoding."""
+    """Seeded requests: every method (noise included) feeds bit for bit the same inputs and
+    emits the same tokens alone and beside every other method; the standard row equals standard
+    decoding."""
     if llm.llm_engine.model_config.dtype != torch.float32:
         pytest.skip("batch invariance is asserted on a float32 engine")
     table = methods()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(table))]
     params = [sampled(e, seed=10 + i, logprobs=2) for i, e in enumerate(table.values())]
-    together = generate(llm, prompts, params)
+    together, traced = trace(llm, lambda: generate(llm, prompts, params))
     for i, name in enumerate(table):
-        alone = generate(llm, [prompts[i]], [params[i]])[0]
-        assert list(alone.outputs[0].token_ids) == list(together[i].outputs[0].token_ids), name
-        assert _logprobs(alone) == _logprobs(together[i]), name
+        # "Alone": every other row standard, so the batch keeps its size (the model's own
+        # forward is batch-invariant only at a fixed batch size on some CPUs).
+        others = [sampled(None, seed=10 + n, logprobs=2) for n in range(len(table))]
+        alone, traced_alone = trace(
+            llm, lambda i=i, o=others: generate(llm, prompts, [*o[:i], params[i], *o[i + 1 :]])
+        )
+        assert list(alone[i].outputs[0].token_ids) == list(together[i].outputs[0].token_ids), name
+        fed_alone = fed_by(traced_alone, alone[i].request_id)
+        assert fed_alone.keys() == fed_by(traced, together[i].request_id).keys()
+        for j, row in fed_alone.items():  # what the plugin controls: bit for bit
+            assert torch.equal(row, fed_by(traced, together[i].request_id)[j]), (name, j)
+        # The log-probs too, to float32 rounding: vLLM's CPU forward itself can round a row
+        # differently when its neighbours' values differ (seen on an AVX-512 CPU).
+        for a, b in zip(_logprobs(alone[i]), _logprobs(together[i]), strict=True):
+            assert a.keys() == b.keys(), name
+            assert all(abs(a[t] - b[t]) < 1e-4 for t in a), (name, a, b)
     # Different methods do differ (on the same prompt and seed).
     same_prompt = [sampled(e, seed=3) for e in table.values()]
     outs = token_ids(generate(llm, [PROMPTS[1]] * len(table), same_prompt))
     assert len({tuple(o) for o in outs}) >= len(table) - 1, outs
     assert summary(llm)["alive"] == 0
+
+
+@pytest.mark.parametrize("mode", ["swir", "selar", "multiplex"])
+def test_the_engine_feeds_what_the_authors_rule_feeds(llm, mode):
+    """Each family method, two requests side by side with other methods, replayed step by step
+    against the authors' own rule (``tests/faithfulness.py``): the same tokens at every step, the
+    same inputs to float32 rounding."""
+    from mixinputs.config import MoIConfig
+    from tests import faithfulness
+
+    recipe = {"temperature": 1.0} if mode == "multiplex" else RECIPE
+    extra = methods()[mode]
+    params = [
+        SamplingParams(max_tokens=32, seed=20 + i, ignore_eos=True, extra_args=e, **recipe)
+        for i, e in enumerate([extra, extra, methods()["moi"], methods()["soft+gumbel"]])
+    ]
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[1], PROMPTS[3]]  # SwiReasoning switches on both
+    out, records = trace(llm, lambda: generate(llm, prompts, params))
+    weight = embedding_weight(llm)
+    # The config as the front end resolved it (token text looked up, math tokens listed).
+    from mixinputs.tokens import resolve_tokens
+
+    config = resolve_tokens(MoIConfig.from_request(extra), llm.get_tokenizer(), weight.shape[0])
+    totals: dict[str, int] = {}
+    for i in range(2):
+        req_id = out[i].request_id
+        steps = [
+            faithfulness.Step(
+                js, r["prior"][row], int(r["sampled"][row]), int(r["emitted"][row]),
+                r["mixed"][row],
+            )
+            for r in records
+            for row, (rid, js) in enumerate(zip(r["req_ids"], r["js"], strict=True))
+            if same_request(rid, req_id)
+        ]  # fmt: skip
+        assert [s.emitted for s in steps] == list(out[i].outputs[0].token_ids)
+        top_k, top_p = recipe.get("top_k", 0), recipe.get("top_p", 1.0)
+        counts = faithfulness.check(steps, config, weight, 20 + i, top_k, top_p)
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+    assert totals["latent"] > 0, totals
+    if mode == "swir":
+        assert totals["switches"] > 0, totals
 
 
 def test_noise_follows_the_seed(llm):
@@ -183,6 +262,16 @@ def test_cold_stop_emits_the_think_end_token_and_leaves_the_region(llm):
             assert torch.equal(r["mixed"][row], weight[forced[j]].to(r["mixed"].dtype)), j
 
 
+def fed_by(records, request_id) -> dict[int, torch.Tensor]:
+    """The mixtures one request was fed, by output index."""
+    return {
+        j: r["mixed"][row]
+        for r in records
+        for row, (rid, j) in enumerate(zip(r["req_ids"], r["js"], strict=True))
+        if same_request(rid, request_id)
+    }
+
+
 def _logprobs(output) -> list[dict[int, float]]:
     return [{t: lp.logprob for t, lp in step.items()} for step in output.outputs[0].logprobs]
 
@@ -209,6 +298,12 @@ def _logprobs(output) -> list[dict[int, float]]:
         ({"mixinputs_noise": "gumbel", "mixinputs_noise_temperature": 0}, "mixinputs_noise_temp"),
         ({"mixinputs_mode": "direct", "mixinputs_noise": "gumbel"}, "mixinputs_noise"),
         ({"mixinputs_noise_temperature": 0.5}, "mixinputs_noise_temperature"),
+        ({"mixinputs_mode": "swir"}, "mixinputs_think_end"),  # "</think>": not one token
+        ({**SWIR, "mixinputs_swir_window": 0}, "mixinputs_swir_window"),
+        ({**SWIR, "mixinputs_swir_linebreak": "\\n"}, "mixinputs_swir_linebreak"),  # 2 tokens
+        ({"mixinputs_mode": "selar", "mixinputs_selar_threshold": 1.5}, "selar_threshold"),
+        ({"mixinputs_mode": "multiplex", "mixinputs_multiplex_width": 99}, "multiplex_width"),
+        ({"mixinputs_mode": "multiplex", "mixinputs_swir_window": 4}, "mixinputs_swir_window"),
     ],
 )
 def test_bad_method_fields_are_rejected_and_the_engine_keeps_serving(llm, extra, key):

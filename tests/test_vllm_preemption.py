@@ -19,7 +19,7 @@ from vllm import SamplingParams  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-PROMPTS = [f"Story {i}: Once upon a time, in a village by the river, there lived" for i in range(6)]
+PROMPTS = [f"Story {i}: Once upon a time, in a village by the river, there lived" for i in range(8)]
 # The soft-input methods resume exactly too: noise (replayed from the stored weights, the same
 # seed after resume) and a thinking region whose Cold Stop streak spans the preemption (tau above
 # any entropy: the think-end token, id 100, is forced at output token 120).
@@ -31,6 +31,19 @@ COLD_STOP = {
     "mixinputs_cold_stop_entropy": 100.0,
     "mixinputs_cold_stop_steps": 120,
 }
+# SwiReasoning carries its mode, reference entropy and switch count across the preemption, and
+# its latent inputs (p·E over the vocabulary) are replayed from the inputs themselves; Multiplex
+# draws its K samples from the seed (ids stand in for SmolLM2's missing think tokens).
+SWIR = {
+    "mixinputs_mode": "swir",
+    "mixinputs_think_end": 100,
+    "mixinputs_think_start": 1,
+    "mixinputs_swir_linebreak": 198,
+    "mixinputs_swir_window": 8,
+    "mixinputs_swir_max_switches": 2,
+    "mixinputs_swir_convergence": [100],
+    "mixinputs_swir_termination": [100, 378, 3403],
+}
 EXTRAS = [
     {"mixinputs_beta": 1.0},
     {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"},
@@ -38,6 +51,8 @@ EXTRAS = [
     COLD_STOP,
     {"mixinputs_mode": "direct"},
     None,
+    SWIR,
+    {"mixinputs_mode": "multiplex", "mixinputs_think_end": 100},
 ]
 SAMPLING = [  # temperature and seed per request (seeded: the reference engine draws the same)
     {"temperature": 0.0},
@@ -46,13 +61,15 @@ SAMPLING = [  # temperature and seed per request (seeded: the reference engine d
     {"temperature": 0.8, "seed": 6},
     {"temperature": 0.0},
     {"temperature": 0.8, "seed": 7},
+    {"temperature": 0.6, "top_k": 20, "top_p": 0.95, "seed": 8},
+    {"temperature": 1.0, "seed": 9},
 ]
 MAX_TOKENS = 160
 # No chunked prefill: vLLM 0.32's CPU runner cannot rewind a seeded request's generator after a
 # partial-prefill sample, which resumed requests would otherwise hit.
 ENGINE = {
     "max_model_len": 512,
-    "max_num_seqs": 6,
+    "max_num_seqs": 8,
     "max_num_batched_tokens": 512,
     "enable_chunked_prefill": False,
 }

@@ -69,3 +69,38 @@ def test_bad_values_are_http_400_and_the_server_keeps_answering(client, xargs, k
         complete(client, xargs)
     assert err.value.status_code == 400 and key in str(err.value)
     assert complete(client, {"mixinputs_beta": 1.0}).choices[0].text
+
+
+@pytest.fixture(scope="module")
+def server_log(client, tmp_path_factory):
+    return next(tmp_path_factory.getbasetemp().glob("server*/server.log"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_bad_values_are_400_before_any_byte_of_a_stream(client, server_log, endpoint, stream):
+    """Streamed or not, completions or chat: the same HTTP 400 (``BadRequestError``) with the same
+    message, before the stream starts, and no traceback in the server's log."""
+    xargs = {"mixinputs_mode": "swir", "mixinputs_swir_window": 0}
+
+    def send():
+        body = {"vllm_xargs": xargs}
+        if endpoint == "chat":
+            messages = [{"role": "user", "content": "Hi"}]
+            reply = client.chat.completions.create(
+                model="smol", messages=messages, max_tokens=4, extra_body=body, stream=stream
+            )
+        else:
+            reply = client.completions.create(
+                model="smol", prompt="Hi", max_tokens=4, extra_body=body, stream=stream
+            )
+        return list(reply) if stream else reply
+
+    before = server_log.read_text()
+    with pytest.raises(openai.BadRequestError) as err:
+        send()
+    assert err.value.status_code == 400
+    assert "mixinputs_swir_window must be an int >= 1, got 0" in str(err.value)
+    log = server_log.read_text()[len(before) :]
+    assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
+    assert complete(client, {"mixinputs_beta": 1.0}).choices[0].text  # still serving

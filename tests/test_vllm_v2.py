@@ -38,7 +38,7 @@ ENGINE = {
     # Small (one block is vLLM's null block): the preemption batch does not fit, the others do.
     "num_gpu_blocks_override": 8,
     "max_model_len": 224,
-    "max_num_seqs": 6,
+    "max_num_seqs": 8,
     "max_num_batched_tokens": 64,  # long prompts go through chunked prefill
     "enable_prefix_caching": True,
     "seed": 0,
@@ -53,7 +53,7 @@ PROMPTS = [
     "Question: what is 17 + 25? Answer:",
 ]
 MOI = {"mixinputs_beta": 1.0}
-PREEMPT_PROMPTS = [f"Story {i}: Once upon a time, in a village by the river," for i in range(6)]
+PREEMPT_PROMPTS = [f"Story {i}: Once upon a time, in a village by the river," for i in range(8)]
 COLD_STOP = {  # tau above any entropy: the think-end token (id 100) is forced at token 25
     "mixinputs_noise": "dirichlet",
     "mixinputs_region": "thinking",
@@ -62,6 +62,19 @@ COLD_STOP = {  # tau above any entropy: the think-end token (id 100) is forced a
     "mixinputs_cold_stop_steps": 25,
 }
 SOFT_GUMBEL = {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"}
+# SwiReasoning (ids stand in for SmolLM2's missing think tokens; a short window and a cap of 1
+# make it switch and inject within the run) and Multiplex, whose K draws follow the seed.
+SWIR = {
+    "mixinputs_mode": "swir",
+    "mixinputs_think_end": 100,
+    "mixinputs_think_start": 1,
+    "mixinputs_swir_linebreak": 198,
+    "mixinputs_swir_window": 4,
+    "mixinputs_swir_max_switches": 1,
+    "mixinputs_swir_convergence": [100],
+    "mixinputs_swir_termination": [100, 378, 3403],
+}
+MULTIPLEX = {"mixinputs_mode": "multiplex", "mixinputs_think_end": 100}
 PREEMPT_EXTRAS = [
     MOI,
     None,
@@ -69,6 +82,8 @@ PREEMPT_EXTRAS = [
     {"mixinputs_mode": "direct"},
     SOFT_GUMBEL,
     COLD_STOP,
+    SWIR,
+    MULTIPLEX,
 ]
 # Seeded sampling for the method rows: the reference engine draws the same tokens and noise.
 PREEMPT_SAMPLING = [
@@ -78,6 +93,9 @@ PREEMPT_SAMPLING = [
     {},
     {"temperature": 0.8, "seed": 5},
     {"temperature": 0.8, "seed": 6},
+    # No top-k / top-p here: vLLM's Triton top-k / top-p kernel does not run in the interpreter.
+    {"temperature": 0.6, "seed": 7},
+    {"temperature": 1.0, "seed": 8},
 ]
 PREEMPT_TOKENS = 40
 LONG_PROMPT = " ".join(f"Item {i} is a word about colour number {i}." for i in range(9))
@@ -210,6 +228,7 @@ def test_v2_runner_serves_with_the_moi_model_state(engine):
     assert info["inner_model_state"] == "DefaultModelState"
     assert info["sampler"] == "MoISampler"
     assert info["embedding"] == "MixedInputEmbedding"
+    assert info["step_state"] == "MoIStepState"  # the class the V1 runner runs too
 
 
 @pytest.mark.vllm
@@ -266,8 +285,9 @@ def test_fed_embeddings_equal_mix_embeddings(engine, tmp_path):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_every_method_feeds_its_reference_mixture(engine, tmp_path):
-    """Soft thinking, noise, a thinking region and Cold Stop side by side: each row fed
-    ``mixing.mix_step`` on its logits, and each forward fed each request's newest mixture."""
+    """Soft thinking, noise, a thinking region, Cold Stop, SwiReasoning, SeLaR and Multiplex side
+    by side: each row fed ``mixing.mix_step`` on its logits, and each forward fed each request's
+    newest mixture."""
 
     thinking = {"mixinputs_region": "thinking", "mixinputs_think_end": 100}
     extras = [
@@ -275,11 +295,15 @@ def test_every_method_feeds_its_reference_mixture(engine, tmp_path):
         SOFT_GUMBEL,
         {"mixinputs_beta": 2.0, "mixinputs_noise": "dirichlet", **thinking},
         {**COLD_STOP, "mixinputs_cold_stop_steps": 4},
+        SWIR,
+        {"mixinputs_mode": "selar"},
+        MULTIPLEX,
     ]
     params = [greedy(e, 8, ignore_eos=True, temperature=0.8, seed=i) for i, e in enumerate(extras)]
-    out = engine.generate(batch(PROMPTS, params), trace=tmp_path / "trace.pt")
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(extras))]
+    out = engine.generate(batch(prompts, params), trace=tmp_path / "trace.pt")
     mixed, fed, _ = _check_trace(tmp_path / "trace.pt")
-    assert mixed == 4 * 8 and fed == 4 * 7
+    assert mixed == len(extras) * 8 and fed == len(extras) * 7
     assert ids(out)[3][3] == 100  # Cold Stop after 4 low-entropy thinking steps
 
 
@@ -343,7 +367,7 @@ def test_bad_request_fields_are_rejected_and_the_engine_keeps_serving(engine, no
 @pytest.mark.slow
 def test_state_is_freed_after_every_request(engine):
     info = engine.call({"op": "summary"})
-    assert info["moi_slots"] == 0 and info["parked"] == 0 and info["pending"] == 0
+    assert info["slots_used"] == 0 and info["parked"] == 0 and info["pending"] == 0
 
 
 # -- the V2 state with fakes of V2's batch (fast, no engine) ------------------------------------
@@ -371,101 +395,142 @@ class FakeRequestStates:
 
 
 def params(extra=None, temperature=0.0, top_k=0, top_p=1.0):
-    return SimpleNamespace(extra_args=extra, temperature=temperature, top_k=top_k, top_p=top_p)
+    """vLLM's SamplingParams as a worker sees them: the front end resolved the MoI keys."""
+    from mixinputs.config import KEY_RESOLVED, MoIConfig
+
+    config = MoIConfig.from_request(extra)
+    resolved = {KEY_RESOLVED: config.to_resolved()} if config else extra
+    return SimpleNamespace(
+        extra_args=resolved, temperature=temperature, top_k=top_k, top_p=top_p, seed=None
+    )
 
 
 def new_state(num_slots=4, vocab=64, hidden=8, max_top_k=20):
     from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
-    from mixinputs.vllm_plugin.v2_state import V2MoIState
+    from mixinputs.vllm_plugin.step_state import MoIStepState
+    from mixinputs.vllm_plugin.v2_state import V2MoI
 
     torch.manual_seed(0)
     embed = MixedInputEmbedding(torch.nn.Embedding(vocab, hidden), num_slots, 32)
-    return V2MoIState(embed, None, max_top_k)
+    return V2MoI(MoIStepState(embed, max_top_k))
+
+
+def sample(moi, batch, logits, sampled):
+    """Run the step's sample with a sampler that returns ``sampled`` [num_reqs]; returns the
+    observed steps (none when nothing mixed)."""
+    seen = []
+    moi.state.observers.append(seen.append)
+    tokens = torch.tensor(sampled).view(-1, 1)
+    out = moi.state.sample(lambda lg: SimpleNamespace(sampled_token_ids=tokens), logits, batch)
+    moi.state.observers.remove(seen.append)
+    assert torch.equal(out.sampled_token_ids, tokens)
+    return seen
 
 
 def test_plan_feeds_newest_mixtures_of_decoding_moi_rows_only():
-    state, reqs = new_state(), FakeRequestStates(4)
+    moi, reqs = new_state(), FakeRequestStates(4)
     for req_id, slot, extra in (("a", 3, MOI), ("b", 1, None), ("c", 0, MOI)):
         reqs.add(req_id, slot, prompt_len=5)
-        state.add_request(slot, req_id, params(extra))
-    # a decodes (position 7), b decodes, c is in its prefill's last chunk (positions 3, 4).
-    batch = FakeBatch(["a", "b", "c"], [3, 1, 0], [7, 6, 3], [1, 1, 2], [5, 5, 5])
-    state.plan_step(batch, reqs)
-    assert state.embed.newest_pos.tolist() == [0, 0, 0, 1]  # slot 3 feeds flattened token 0
-    plan = state.plan
-    assert plan.rows.tolist() == [0, 2] and plan.slots.tolist() == [3, 0]
-    assert plan.js.tolist() == [3, 0]  # a samples output 3 (position 8), c its first output
+        moi.add_request(slot, req_id, params(extra))
+    # c samples its output 0 from its prefill's last chunk, a its outputs 0 and 1 alone.
+    for batch in (FakeBatch(["c"], [0], [3], [2], [5]), FakeBatch(["a"], [3], [0], [5], [5])):
+        moi.plan(batch, reqs)
+        sample(moi, batch, torch.randn(1, 64), [9])
+    batch = FakeBatch(["a"], [3], [5], [1], [5])
+    moi.plan(batch, reqs)
+    sample(moi, batch, torch.randn(1, 64), [9])
+    # a feeds its output 1 (position 6), b decodes, c feeds its output 0 (position 5).
+    batch = FakeBatch(["a", "b", "c"], [3, 1, 0], [6, 6, 5], [1, 1, 1], [5, 5, 5])
+    moi.plan(batch, reqs)
+    assert moi.state.embed.newest_pos.tolist() == [3, 0, 0, 1]  # slot 3 feeds flattened token 0
+    (step,) = sample(moi, batch, torch.randn(3, 64), [4, 5, 6])
+    assert step.req_ids == ["a", "c"] and step.js == [2, 1]  # a samples output 2 (position 7)
+    assert step.sampled.tolist() == [4, 6]
     # A dummy batch (profiling, graph capture) reuses slot numbers under made-up ids.
-    state.plan_step(FakeBatch(["dummy_0"], [3], [0], [1], [1]), reqs)
-    assert state.plan is None and state.embed.newest_pos.tolist() == [0, 0, 0, 0]
+    dummy = FakeBatch(["dummy_0"], [3], [0], [1], [1])
+    moi.plan(dummy, reqs)
+    assert moi.state.embed.newest_pos.tolist() == [0, 0, 0, 0]
+    assert sample(moi, dummy, torch.randn(1, 64), [1]) == []
 
 
 def test_partial_prefill_chunks_do_not_sample_and_replays_rebuild_history():
     from mixinputs.mixing import mix_rows
 
-    state, reqs = new_state(), FakeRequestStates(4)
+    moi, reqs = new_state(), FakeRequestStates(4)
     reqs.add("a", 2, prompt_len=4)
-    state.add_request(2, "a", params(MOI))
-    history = state.holder[2].history
+    moi.add_request(2, "a", params(MOI))
+    request = moi.state.requests["a"]
+    history, width = request.history, moi.state.width
     rng = np.random.default_rng(0)
     for j in range(3):  # outputs 0..2 were mixed before a preemption
-        w = rng.random(state.width).astype(np.float32)
-        history.record(j, rng.integers(0, 64, state.width), w / w.sum())
+        w = rng.random(width).astype(np.float32)
+        history.record(j, rng.integers(0, 64, width), w / w.sum())
+    moi.preempting = frozenset({"a"})
+    moi.remove_request("a")
+    moi.preempting = frozenset()
+    moi.add_request(2, "a", params(MOI))
+    embed = moi.state.embed
     # Resumed: prefill = prompt (4) + 3 outputs; this chunk computes positions 2..5.
-    state.plan_step(FakeBatch(["a"], [2], [2], [4], [7]), reqs)
-    assert state.plan is None  # position 5 < prefill 7: the sample is dropped
-    assert state.embed.replay_count == 2 and state.embed.replay_pos[:2].tolist() == [3, 4]
+    batch = FakeBatch(["a"], [2], [2], [4], [7])
+    moi.plan(batch, reqs)
+    assert sample(moi, batch, torch.randn(1, 64), [1]) == []  # position 5 < prefill 7: dropped
+    assert embed.replay_count == 2 and embed.replay_pos[:2].tolist() == [3, 4]
     ids = torch.from_numpy(history.ids[:2]).long()
-    expected = mix_rows(torch.from_numpy(history.w[:2]), state.embed.base(ids))
-    torch.testing.assert_close(state.embed.replay[:2], expected)
+    expected = mix_rows(torch.from_numpy(history.w[:2]), embed.base(ids))
+    torch.testing.assert_close(embed.replay[:2], expected)
     # Next chunk: position 6 (output 2) replays, and the sample (output 3) is kept.
-    state.plan_step(FakeBatch(["a"], [2], [6], [1], [7]), reqs)
-    assert state.embed.replay_pos[:1].tolist() == [1] and state.plan.js.tolist() == [3]
+    batch = FakeBatch(["a"], [2], [6], [1], [7])
+    moi.plan(batch, reqs)
+    assert embed.replay_pos[:1].tolist() == [1]
+    assert [s.js for s in sample(moi, batch, torch.randn(1, 64), [1])] == [[3]]
 
 
 def test_mixture_equals_mix_embeddings_and_is_recorded():
     from mixinputs import mix_embeddings
 
-    state, reqs = new_state(), FakeRequestStates(4)
+    moi, reqs = new_state(), FakeRequestStates(4)
     configs = [("a", 1, {"mixinputs_beta": 0.5, "mixinputs_top_k": 3}), ("b", 2, MOI)]
     for req_id, slot, extra in configs:
         reqs.add(req_id, slot, prompt_len=3)
-        state.add_request(slot, req_id, params(extra))
+        moi.add_request(slot, req_id, params(extra))
     batch = FakeBatch(["a", "b"], [1, 2], [4, 5], [1, 1], [3, 3])
-    state.plan_step(batch, reqs)
-    plan = state.take_plan(batch)
+    moi.plan(batch, reqs)
     logits = torch.randn(2, 64)
-    sampled = torch.tensor([[7], [9]])
-    state.mix_after_sampling(plan, logits.clone(), SimpleNamespace(sampled_token_ids=sampled))
+    sample(moi, batch, logits.clone(), [7, 9])
+    state = moi.state
     weight = state.embed.base.weight
+    sampled = torch.tensor([[7], [9]])
     for row, (beta, k, slot) in enumerate(((0.5, 3, 1), (1.0, 20, 2))):
         expected = mix_embeddings(logits[row : row + 1], sampled[row, :1], weight, beta, top_k=k)
         torch.testing.assert_close(state.embed.slots[slot], expected[0])
-    assert state.holder[1].history.length == 3  # output j = 4 + 1 - 3 = 2 recorded
-    assert state.holder[1].history.w[2].sum() == pytest.approx(1.0)
+    history = state.requests["a"].history
+    assert history.length == 3  # output j = 4 + 1 - 3 = 2 recorded
+    assert history.w[2].sum() == pytest.approx(1.0)
 
 
 def test_preempted_history_is_parked_and_finished_requests_are_forgotten():
-    state, reqs = new_state(), FakeRequestStates(4)
+    moi, reqs = new_state(), FakeRequestStates(4)
+    state = moi.state
     reqs.add("a", 0, prompt_len=3)
-    state.add_request(0, "a", params(MOI))
-    state.holder[0].history.record(0, np.arange(state.width), np.ones(state.width) / state.width)
-    state.preempting = frozenset({"a"})
-    state.remove_request("a")
-    state.preempting = frozenset()
-    assert state.parked["a"].length == 1 and not state.is_moi.any()
-    state.add_request(3, "a", params(MOI))  # back, in another slot, with its history
-    assert state.holder[3].history.length == 1 and not state.parked
-    state.remove_request("a")  # finished
-    assert not state.parked and not state.slot_of
-    state.add_request(0, "b", params(MOI))
-    state.preempting = frozenset({"b"})
-    state.remove_request("b")
-    state.preempting = frozenset()
-    state.remove_request("b")  # V2 removes every new request before adding it
-    assert "b" in state.parked
+    moi.add_request(0, "a", params(MOI))
+    state.requests["a"].history.record(0, np.arange(state.width), np.ones(state.width) / 21)
+    moi.preempting = frozenset({"a"})
+    moi.remove_request("a")
+    moi.preempting = frozenset()
+    assert state.stats()["parked"] == 1 and not state.is_open.any()
+    moi.add_request(3, "a", params(MOI))  # back, in another slot, with its history
+    assert state.owner(3) == "a" and state.requests["a"].history.length == 1
+    assert state.stats()["parked"] == 0
+    moi.remove_request("a")  # finished
+    assert state.stats()["alive"] == 0 and not state.is_open.any()
+    moi.add_request(0, "b", params(MOI))
+    moi.preempting = frozenset({"b"})
+    moi.remove_request("b")
+    moi.preempting = frozenset()
+    moi.remove_request("b")  # V2 removes every new request before adding it
+    assert state.stats()["parked"] == 1
     state.forget({"b"})  # aborted while preempted
-    assert not state.parked
+    assert state.stats()["alive"] == 0
 
 
 def test_sampler_keeps_the_raw_logits_the_base_sampler_edits_in_place():
@@ -478,17 +543,18 @@ def test_sampler_keeps_the_raw_logits_the_base_sampler_edits_in_place():
             logits.mul_(-1.0)
             return SimpleNamespace(sampled_token_ids=sampled)
 
-    state, reqs = new_state(), FakeRequestStates(4)
+    moi, reqs = new_state(), FakeRequestStates(4)
     reqs.add("a", 2, prompt_len=3)
-    state.add_request(2, "a", params(MOI))
-    sampler = MoISampler(EditingSampler(), state)
+    moi.add_request(2, "a", params(MOI))
+    sampler = MoISampler(EditingSampler(), moi.state)
     batch = FakeBatch(["a"], [2], [3], [1], [3])
-    state.plan_step(batch, reqs)
+    moi.plan(batch, reqs)
     logits = torch.randn(1, 64)
     raw = logits.clone()
     out = sampler(logits, batch)
-    expected = mix_embeddings(raw, out.sampled_token_ids[:, 0], state.embed.base.weight, 1.0)
-    torch.testing.assert_close(state.embed.slots[2], expected[0])
+    embed = moi.state.embed
+    expected = mix_embeddings(raw, out.sampled_token_ids[:, 0], embed.base.weight, 1.0)
+    torch.testing.assert_close(embed.slots[2], expected[0])
     # Another batch (a dummy sampler run) never uses the plan.
     assert sampler(torch.randn(1, 64), FakeBatch(["x"], [2], [0], [1], [1])) is not None
 
@@ -502,16 +568,16 @@ def test_model_state_wrapper_delegates_and_yields_to_a_custom_sampler():
         def custom_sampler(self, sampler):
             return None
 
-    state = new_state()
-    wrapper = MoIModelState(Inner(), state)
+    moi = new_state()
+    wrapper = MoIModelState(Inner(), moi)
     wrapper._mamba_ctx = "set"  # vLLM resets attributes of its model state
     assert wrapper._inner._mamba_ctx == "set" and wrapper.max_num_reqs == 4
     sampler, rejection = wrapper.custom_sampler(object())
     assert isinstance(sampler, MoISampler) and rejection is None
     Inner.custom_sampler = lambda self, sampler: ("theirs", None)
-    assert MoIModelState(Inner(), state).custom_sampler(object()) == ("theirs", None)
-    state.add_request(0, "m", params(MOI))
-    assert state.disabled and not state.is_moi.any()
+    assert MoIModelState(Inner(), moi).custom_sampler(object()) == ("theirs", None)
+    moi.add_request(0, "m", params(MOI))
+    assert moi.state.disabled and not moi.state.is_open.any()
 
 
 # -- the engine process's side ------------------------------------------------------------------
@@ -534,6 +600,8 @@ def _runner(llm):
 
 
 def _summary(llm) -> dict:
+    from mixinputs.vllm_plugin.attach import step_state_of
+
     runner = _runner(llm)
     state = runner.model_state
     info = {
@@ -545,14 +613,9 @@ def _summary(llm) -> dict:
         "embedding": type(runner.model.model.embed_tokens).__name__,
         "block_size": llm.llm_engine.vllm_config.cache_config.block_size,
     }
-    moi = getattr(state, "mixinputs", None)
+    moi = step_state_of(runner)
     if moi is not None:
-        info.update(
-            moi_slots=int(moi.is_moi.sum()),
-            parked=len(moi.parked),
-            pending=len(moi.staging._pending),
-            replayed=moi.num_replayed,
-        )
+        info.update(moi.stats(), step_state=type(moi).__name__)
     return info
 
 
@@ -564,31 +627,36 @@ def _generate(llm, command: dict) -> list[dict]:
         for r in command["requests"]
     ]
     params = [SamplingParams(**r["params"]) for r in command["requests"]]
-    moi = getattr(_runner(llm).model_state, "mixinputs", None)
+    from mixinputs.vllm_plugin.attach import step_state_of
+    from tests.vllm_support import record_of
+
+    moi = step_state_of(_runner(llm))
+    records: list[dict] = []
     hook = None
     if command.get("trace"):
-        moi.trace = []
-        embed = moi.embed
+
+        def record_step(step):
+            records.append(record_of(step))
 
         def record_fed(module, args, output):
             rows = {}
             for slot in torch.nonzero(module.newest_pos).flatten().tolist():
-                holder = moi.holder[slot]
                 position = int(module.newest_pos[slot]) - 1
-                rows[holder.req_id] = output.reshape(-1, output.shape[-1])[position].clone()
+                rows[moi.owner(slot)] = output.reshape(-1, output.shape[-1])[position].clone()
             if rows:
-                moi.trace.append({"fed": rows})
+                records.append({"fed": rows})
 
-        hook = embed.register_forward_hook(record_fed)
+        moi.observers.append(record_step)
+        hook = moi.embed.register_forward_hook(record_fed)
     try:
         outputs = llm.generate(prompts, params, use_tqdm=False)
     finally:
         if hook is not None:
             hook.remove()
+            moi.observers.remove(record_step)
     if command.get("trace"):
         weight = moi.embed.base.weight.detach().clone()
-        torch.save({"records": moi.trace, "weight": weight}, command["trace"])
-        moi.trace = None
+        torch.save({"records": records, "weight": weight}, command["trace"])
     return [
         {
             "token_ids": list(o.outputs[0].token_ids),
@@ -601,6 +669,7 @@ def _generate(llm, command: dict) -> list[dict]:
 
 
 def _serve() -> None:
+    sys.path.insert(0, str(Path(__file__).parent.parent))  # this process runs the file itself
     if os.environ.get("TRITON_INTERPRET") == "1":
         _register_interpreted_triton_backend()
     llm = None

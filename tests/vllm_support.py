@@ -14,19 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from mixinputs.engine_dtype import default_engine_dtype
-
 # Callables sent to the workers with `collective_rpc` are pickled: allowed in tests only.
 os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 HERE = Path(__file__).parent
+KV_CACHE_BYTES = 512 << 20
 ENGINE_DEFAULTS = {
-    # float32 on a CPU without native bf16 (3-6x faster there), the checkpoint's bf16 elsewhere.
-    "dtype": default_engine_dtype("cpu"),
+    # float32 on every CPU: the tests compare fed mixtures and tokens with the float32 reference
+    # (bf16, where a CPU has it, rounds ties differently in the fused and reference steps).
+    "dtype": "float32",
     "enforce_eager": True,
-    # On CPU this is the share of RAM the KV cache takes; a module engine and a reference engine
-    # in a subprocess must fit together on a 24 GiB machine.
-    "gpu_memory_utilization": 0.15,
+    # The KV cache in bytes, never a share of memory: vLLM's CPU worker checks a share against the
+    # memory free at start-up (which the page cache and a neighbouring engine eat) and fails, an
+    # explicit size skips that check. 512 MiB holds all 8 sequences at full length in float32
+    # (SmolLM2-135M: 45 KiB a token), so no test is preempted unless it asks to be.
+    "kv_cache_memory_bytes": KV_CACHE_BYTES,
     "max_model_len": 1024,
     "max_num_seqs": 8,
     "seed": 0,
@@ -42,6 +44,10 @@ def require_vllm():
 
 
 def model_path() -> str:
+    # The GPU kit carries no weights: it points the tests at a random-weight copy of the embedded
+    # model, made there from its config and tokenizer (benchmarks/gpu/random_model.py).
+    if os.environ.get("MIXINPUTS_TEST_MODEL"):
+        return os.environ["MIXINPUTS_TEST_MODEL"]
     from mixinputs.embedded_model import embedded_model_path
 
     return str(embedded_model_path())
@@ -69,31 +75,66 @@ def token_ids(outputs) -> list[list[int]]:
 
 # -- calls that run inside the worker (self is the worker) --------------------------------------
 def _state(worker):
-    return worker.model_runner._mixinputs
+    from mixinputs.vllm_plugin.attach import step_state_of
+
+    return step_state_of(worker.model_runner)
+
+
+def record_of(step) -> dict:
+    """A ``StepRecord`` as the checks below read it (what crosses vLLM's RPC: plain tensors)."""
+    methods = step.method_step
+    return {
+        "req_ids": step.req_ids,
+        "js": step.js,
+        "prior": step.prior,
+        "sampled": step.sampled,
+        "beta": step.rows.methods.beta,
+        "direct": step.rows.methods.direct,
+        "top_k": step.rows.row_top_k,
+        "methods": list(step.rows.methods) if methods else None,
+        "state": list(step.rows.state) if methods else None,
+        "emitted": step.emitted,
+        "mixed": step.mixed,
+        "plain_mask": step.plain_mask,
+    }
+
+
+class _Recorder:
+    """An observer of the worker's MoI steps (``MoIStepState.observers``)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def __call__(self, step) -> None:
+        self.records.append(record_of(step))
 
 
 def _enable_trace(worker):
-    _state(worker).trace = []
+    state = _state(worker)
+    state.observers[:] = [o for o in state.observers if not isinstance(o, _Recorder)]
+    state.observers.append(_Recorder())
 
 
 def _take_trace(worker):
     state = _state(worker)
-    trace, state.trace = state.trace, None
-    return trace
+    recorder = next(o for o in state.observers if isinstance(o, _Recorder))
+    state.observers.remove(recorder)
+    return recorder.records
 
 
 def _summary(worker):
-    s = _state(worker)
-    return {
-        "alive": s.num_moi_alive,
-        "requests": len(s.requests),
-        "slots_used": s.num_slots - len(s.free_slots),
-        "replayed": s.num_replayed,
-    }
+    state = _state(worker)
+    return {**state.stats(), "step_state": type(state).__name__}
 
 
 def _embedding_weight(worker):
     return _state(worker).embed.base.weight.detach().float().cpu()
+
+
+def same_request(worker_id: str, request_id: str) -> bool:
+    """Whether a worker's request id is the one ``LLM.generate`` returned (vLLM appends a random
+    suffix to each request id inside the engine)."""
+    return worker_id == request_id or worker_id.startswith(f"{request_id}-")
 
 
 def worker(llm, fn, *args):
@@ -163,25 +204,25 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def openai_server(log_path: Path, *extra_args: str, timeout: float = 400):
-    """Start vLLM's OpenAI server on a free loopback port; yield an ``openai.OpenAI`` client."""
+def openai_server(log_path: Path, *extra_args: str, timeout: float = 400, model: str | None = None):
+    """Start vLLM's OpenAI server on a free loopback port, as the README says (``vllm serve``,
+    the console script of this environment), on ``model`` (default: the embedded model) served
+    as "smol"; yield an ``openai.OpenAI`` client."""
     import openai
 
     port = free_port()
     cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model_path(),
+        str(Path(sys.executable).parent / "vllm"),
+        "serve",
+        model or model_path(),
         "--served-model-name",
         "smol",
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        "--gpu-memory-utilization",
-        str(ENGINE_DEFAULTS["gpu_memory_utilization"]),
+        "--kv-cache-memory-bytes",
+        str(ENGINE_DEFAULTS["kv_cache_memory_bytes"]),
         "--max-model-len",
         "1024",
         "--max-num-seqs",
@@ -231,8 +272,9 @@ def check_step_record(rec: dict, weight, width: int = 20, rtol: float = 2**-7) -
         rows = MethodRows(*rec["methods"])
         state = RegionState(*rec["state"])
         expected, step, _ = mix_step(
-            rec["prior"], rec["sampled"], weight, rows, state, width, rec["top_k"]
-        )
+            rec["prior"], rec["sampled"], weight, rows, state, width, rec["top_k"],
+            rec.get("plain_mask"),
+        )  # fmt: skip
         assert torch.equal(step.sampled, rec["emitted"]), (step.sampled, rec["emitted"])
     else:
         expected = mix_embeddings(

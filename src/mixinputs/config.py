@@ -26,12 +26,17 @@ key                               values                        meaning
 ``mixinputs_noise_temperature``   number > 0                    their τ (dirichlet 1.0, gumbel 0.5)
 ================================= ============================= ==================================
 
+Each method's own keys (``METHOD_KEYS``; a key for another mode is an error) are listed in
+``docs/soft-input-methods.md``: SwiReasoning (``"swir"``), SeLaR (``"selar"``) and Multiplex
+Thinking (``"multiplex"``), with the authors' released defaults.
+
 A request that sets any of these without ``mixinputs_beta`` takes beta from ``MIXINPUTS_BETA``,
 else 1.0 (the original release's default).
 
 Where the methods come from: MoI and direct mixture (Zhuang et al. 2025, arXiv 2505.14827), Soft
 Thinking with Cold Stop (Zhang et al. 2025, arXiv 2505.15778), Dirichlet and Gumbel-softmax noise
-(Wu et al. 2025, arXiv 2508.03440).
+(Wu et al. 2025, arXiv 2508.03440), SwiReasoning (Shi et al. 2025, arXiv 2510.05069), SeLaR
+(arXiv 2604.08299), Multiplex Thinking (arXiv 2601.08808).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 ENV_BETA = "MIXINPUTS_BETA"
@@ -55,7 +60,27 @@ DEFAULT_COLD_STOP_STEPS = 256
 DEFAULT_NOISE_TEMPERATURE = {"dirichlet": 1.0, "gumbel": 0.5}
 """Soft Thinking's release: ``--dirichlet_alpha 1.0``, ``--gumbel_softmax_temperature 0.5``."""
 
-MODES = ("moi", "direct", "soft")
+DEFAULT_THINK_START = "<think>"
+# SwiReasoning's released defaults (github sdc17/SwiReasoning, generation_utils.py 232-241 and
+# run.py 574-583 @ 7f3b278): alpha 1.0, beta 0.7, window 512, no switch cap, 32 answer tokens
+# after the termination phrase; the ramps grow over max_new_tokens = 38912.
+SWIR_LINEBREAK = "\\n"
+"""SwiReasoning blends its first latent input with ``E[convert_tokens_to_ids("\\n")]``: the
+token spelled backslash + n (1699 in Qwen vocabularies), not the newline token."""
+SWIR_CONVERGENCE = "</think>"
+SWIR_TERMINATION = "</think>\n\nThe final answer is"
+MAX_QUEUE = 8
+"""The longest convergence / termination token sequence SwiReasoning can inject."""
+# SeLaR's released run (github Parker-rfu/SeLaReasoning, scripts/run.py 261-262 @ 1198a74):
+# k 3, tau 0.5; the contrastive weight is the function default 1.0.
+SELAR_TOP_K = 3
+# Multiplex Thinking's released settings (github GMLR-Penn/Multiplex-Thinking, scripts/train.sh
+# 183, 303 @ 6e524ac): width 3, weights proportional to the draws' probabilities.
+MULTIPLEX_WIDTH = 3
+
+MODES = ("moi", "direct", "soft", "swir", "selar", "multiplex")
+FAMILY_MODES = ("swir", "selar", "multiplex")
+"""Modes whose input is not a mixture of the prior's top-K (``mixing.family_step``)."""
 REGIONS = ("all", "thinking")
 NOISES = ("none", "dirichlet", "gumbel")
 STANDARD_REQUEST = {"mixinputs_mode": "off"}
@@ -71,6 +96,29 @@ KEY_COLD_STOP_ENTROPY = "mixinputs_cold_stop_entropy"
 KEY_COLD_STOP_STEPS = "mixinputs_cold_stop_steps"
 KEY_NOISE = "mixinputs_noise"
 KEY_NOISE_TEMPERATURE = "mixinputs_noise_temperature"
+KEY_RESOLVED = "mixinputs_resolved"
+"""Where the front end writes a request's resolved config (``MoIConfig.to_resolved``) into the
+engine's own copy of its sampling params; engine core and workers read only this. Not a request
+key: a request that sends it is refused like any unknown ``mixinputs_*`` key."""
+METHOD_KEYS = {
+    # key: (MoIConfig field, the modes it belongs to)
+    "mixinputs_swir_alpha": ("swir_alpha", ("swir",)),
+    "mixinputs_swir_beta": ("swir_beta", ("swir",)),
+    "mixinputs_swir_window": ("swir_window", ("swir",)),
+    "mixinputs_swir_max_switches": ("swir_max_switches", ("swir",)),
+    "mixinputs_swir_ramp_tokens": ("swir_ramp_tokens", ("swir",)),
+    "mixinputs_swir_answer_tokens": ("swir_answer_tokens", ("swir",)),
+    "mixinputs_swir_linebreak": ("swir_linebreak", ("swir",)),
+    "mixinputs_swir_convergence": ("swir_convergence", ("swir",)),
+    "mixinputs_swir_termination": ("swir_termination", ("swir",)),
+    "mixinputs_think_start": ("think_start", ("swir",)),
+    "mixinputs_selar_threshold": ("selar_threshold", ("selar",)),
+    "mixinputs_selar_contrast": ("selar_contrast", ("selar",)),
+    "mixinputs_multiplex_width": ("multiplex_width", ("multiplex",)),
+    "mixinputs_multiplex_weighted": ("multiplex_weighted", ("multiplex",)),
+    "mixinputs_plain_math": ("plain_math", ("swir", "selar")),
+}
+"""The keys of one method each: a request sets them only with that method's mode."""
 REQUEST_KEYS = (
     KEY_BETA,
     KEY_MODE,
@@ -82,6 +130,7 @@ REQUEST_KEYS = (
     KEY_COLD_STOP_STEPS,
     KEY_NOISE,
     KEY_NOISE_TEMPERATURE,
+    *METHOD_KEYS,
 )
 
 
@@ -91,6 +140,15 @@ class _ModeTopK:
 
 
 _MODE_TOP_K: Any = _ModeTopK()  # MoIConfig.top_k's default: the mode's own K (20, soft 10)
+_MODE_TOP_KS = {"soft": SOFT_TOP_K, "selar": SELAR_TOP_K}
+
+
+class _ModeRegion:
+    def __repr__(self) -> str:
+        return "<the mode's region>"
+
+
+_MODE_REGION: Any = _ModeRegion()  # MoIConfig.region's default: "thinking" for multiplex
 
 
 class MoIConfigError(ValueError):
@@ -113,24 +171,55 @@ class MoIConfig:
     mode: str = "moi"
     top_k: int | None = _MODE_TOP_K
     prior: str = "raw"
-    region: str = "all"
+    region: str = _MODE_REGION  # "all"; multiplex: "thinking"
     think_end: str | int = DEFAULT_THINK_END  # token text, or its id once resolved
     cold_stop_entropy: float | None = None  # nats; None: no Cold Stop
     cold_stop_steps: int = DEFAULT_COLD_STOP_STEPS
     noise: str = "none"
     noise_temperature: float | None = None  # None: the noise's default
+    # SwiReasoning (mode "swir"): the blend coefficients' starts, the window W, the switch cap
+    # M (None: off), the ramps' length, the answer budget after the termination phrase, and
+    # the tokens it feeds or injects (text, or ids once resolved).
+    swir_alpha: float = 1.0
+    swir_beta: float = 0.7
+    swir_window: int = 512
+    swir_max_switches: int | None = None
+    swir_ramp_tokens: int = 38912
+    swir_answer_tokens: int = 32
+    swir_linebreak: str | int = SWIR_LINEBREAK
+    swir_convergence: str | tuple[int, ...] = SWIR_CONVERGENCE
+    swir_termination: str | tuple[int, ...] = SWIR_TERMINATION
+    think_start: str | int = DEFAULT_THINK_START
+    # SeLaR (mode "selar", K = top_k): the normalized-entropy gate τ and the contrastive weight.
+    selar_threshold: float = 0.5
+    selar_contrast: float = 1.0
+    # Multiplex Thinking (mode "multiplex"): K draws, weighted by their probabilities or not.
+    multiplex_width: int = MULTIPLEX_WIDTH
+    multiplex_weighted: bool = True
+    # SwiReasoning and SeLaR feed a sampled math-symbol token as itself.
+    plain_math: bool = True
+    # Resolved by the front end (not request keys): the EOS id SwiReasoning's answer budget
+    # ends with, and the math-symbol token ids ``plain_math`` refers to.
+    eos: int | None = None
+    plain_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "beta", parse_beta(self.beta, "beta"))
         if self.mode not in MODES:
             raise MoIConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.top_k is _MODE_TOP_K:
-            object.__setattr__(self, "top_k", SOFT_TOP_K if self.mode == "soft" else DEFAULT_TOP_K)
+            object.__setattr__(self, "top_k", _MODE_TOP_KS.get(self.mode, DEFAULT_TOP_K))
         object.__setattr__(self, "top_k", parse_top_k(self.top_k, "top_k"))
         if self.prior not in PRIORS:
             raise MoIConfigError(f"prior must be one of {PRIORS}, got {self.prior!r}")
-        if self.mode == "soft":  # the concept token is over p~, the distribution sampled from
+        if self.mode in ("soft", "selar", "multiplex"):  # read off the distribution sampled from
             object.__setattr__(self, "prior", "sampling")
+        if self.mode == "swir" and self.prior != "raw":
+            raise MoIConfigError(
+                "mode 'swir' reads the raw (temperature-1) distribution: drop mixinputs_prior"
+            )
+        if self.region is _MODE_REGION:
+            object.__setattr__(self, "region", "thinking" if self.mode == "multiplex" else "all")
         if self.region not in REGIONS:
             raise MoIConfigError(f"{KEY_REGION} must be one of {REGIONS}, got {self.region!r}")
         object.__setattr__(self, "think_end", parse_think_end(self.think_end))
@@ -164,6 +253,51 @@ class MoIConfig:
             object.__setattr__(self, "noise_temperature", tau)
         elif self.noise != "none":
             object.__setattr__(self, "noise_temperature", DEFAULT_NOISE_TEMPERATURE[self.noise])
+        self._check_family()
+
+    def _check_family(self) -> None:
+        """The three family methods' own fields (see ``METHOD_KEYS``)."""
+        if self.mode in FAMILY_MODES and self.noise != "none":
+            raise MoIConfigError(f"{KEY_NOISE} applies to mode 'moi' or 'soft', not {self.mode!r}")
+        if self.mode in ("swir", "selar") and self.region != "all":
+            raise MoIConfigError(
+                f"mode {self.mode!r} runs over the whole generation ({self.mode} has its own "
+                f"rule for the think-end token): drop {KEY_REGION}"
+            )
+        field = _field_setter(self)
+        field("swir_alpha", _unit(self.swir_alpha, "mixinputs_swir_alpha"))
+        field("swir_beta", _unit(self.swir_beta, "mixinputs_swir_beta"))
+        field("swir_window", _count(self.swir_window, "mixinputs_swir_window"))
+        if self.swir_max_switches is not None:
+            field(
+                "swir_max_switches", _count(self.swir_max_switches, "mixinputs_swir_max_switches")
+            )
+        field("swir_ramp_tokens", _count(self.swir_ramp_tokens, "mixinputs_swir_ramp_tokens"))
+        field("swir_answer_tokens", _count(self.swir_answer_tokens, "mixinputs_swir_answer_tokens"))
+        field("swir_linebreak", parse_token(self.swir_linebreak, "mixinputs_swir_linebreak"))
+        field("think_start", parse_token(self.think_start, "mixinputs_think_start"))
+        for name in ("swir_convergence", "swir_termination"):
+            field(name, parse_tokens(getattr(self, name), f"mixinputs_{name}"))
+        field("selar_threshold", _unit(self.selar_threshold, "mixinputs_selar_threshold"))
+        contrast = self.selar_contrast
+        if (
+            isinstance(contrast, bool)
+            or not isinstance(contrast, (int, float))
+            or not (math.isfinite(contrast) and contrast >= 0)
+        ):
+            raise MoIConfigError(
+                f"mixinputs_selar_contrast must be a finite number >= 0, got {contrast!r}"
+            )
+        field("selar_contrast", float(contrast))
+        field("multiplex_width", _count(self.multiplex_width, "mixinputs_multiplex_width"))
+        for name in ("multiplex_weighted", "plain_math"):
+            if not isinstance(getattr(self, name), bool):
+                raise MoIConfigError(
+                    f"mixinputs_{name} must be true or false, got {getattr(self, name)!r}"
+                )
+        if self.eos is not None:
+            field("eos", _count(self.eos, "eos", minimum=0))
+        field("plain_ids", tuple(int(i) for i in self.plain_ids))
 
     @property
     def direct(self) -> bool:
@@ -176,12 +310,42 @@ class MoIConfig:
 
     @property
     def needs_method_step(self) -> bool:
-        """Soft thinking, a thinking region or noise: the step runs ``mixing.apply_methods``."""
-        return self.soft or self.region != "all" or self.noise != "none"
+        """Soft thinking, a family method, a thinking region or noise: the step runs
+        ``mixing.apply_methods``."""
+        return (
+            self.soft or self.mode in FAMILY_MODES or self.region != "all" or self.noise != "none"
+        )
+
+    @property
+    def draws_random(self) -> bool:
+        """Its inputs depend on random draws (noise, Multiplex's K samples): keyed by the seed."""
+        return self.noise != "none" or self.mode == "multiplex"
+
+    @property
+    def carries_state(self) -> bool:
+        """Its steps depend on earlier ones (still thinking, Cold Stop's low-entropy streak,
+        SwiReasoning's mode and reference entropy): a request resumed after a preemption must go
+        on from the state it had."""
+        return self.region != "all" or self.mode == "swir"
 
     @property
     def needs_think_end(self) -> bool:
-        return self.region == "thinking"
+        return self.region == "thinking" or self.mode == "swir"
+
+    @property
+    def tokens_to_resolve(self) -> dict[str, str | int | tuple[int, ...]]:
+        """The fields a front end turns from text into token ids with its tokenizer."""
+        fields: dict[str, Any] = {}
+        if self.needs_think_end:
+            fields["think_end"] = self.think_end
+        if self.mode == "swir":
+            fields.update(
+                think_start=self.think_start,
+                swir_linebreak=self.swir_linebreak,
+                swir_convergence=self.swir_convergence,
+                swir_termination=self.swir_termination,
+            )
+        return fields
 
     @property
     def name(self) -> str:
@@ -191,7 +355,8 @@ class MoIConfig:
         'soft+gumbel@thinking'
         """
         label = self.mode + ("" if self.noise == "none" else f"+{self.noise}")
-        return label + ("" if self.region == "all" else f"@{self.region}")
+        default_region = "thinking" if self.mode == "multiplex" else "all"
+        return label + ("" if self.region == default_region else f"@{self.region}")
 
     def to_request(self) -> dict[str, Any]:
         """The request fields (``extra_args`` / ``vllm_xargs``) that ask for this config.
@@ -203,10 +368,10 @@ class MoIConfig:
             KEY_BETA: "inf" if math.isinf(self.beta) else self.beta,
             KEY_MODE: self.mode,
         }
-        if self.mode != "soft":
+        if self.mode not in ("soft", "selar", "multiplex"):
             fields[KEY_PRIOR] = self.prior
         fields[KEY_TOP_K] = self.top_k  # None (the whole vocabulary) is refused by engines
-        if self.region != "all":
+        if self.region != "all" or self.mode == "multiplex":
             fields[KEY_REGION] = self.region
         if self.needs_think_end:
             fields[KEY_THINK_END] = self.think_end
@@ -216,7 +381,32 @@ class MoIConfig:
         if self.noise != "none":
             fields[KEY_NOISE] = self.noise
             fields[KEY_NOISE_TEMPERATURE] = self.noise_temperature
+        for key, (name, modes) in METHOD_KEYS.items():  # the method's own, where they differ
+            value = getattr(self, name)
+            if self.mode in modes and value != getattr(MoIConfig, name):
+                fields[key] = list(value) if isinstance(value, tuple) else value
         return fields
+
+    def to_resolved(self) -> dict[str, Any]:
+        """Every field, as the front end hands a validated config to the engine
+        (``KEY_RESOLVED``); ``from_resolved`` reads it back.
+
+        >>> c = MoIConfig(region="thinking", think_end=7)
+        >>> MoIConfig.from_resolved(c.to_resolved()) == c
+        True
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_resolved(cls, fields: Mapping[str, Any]) -> MoIConfig:
+        """The config ``to_resolved`` wrote (a ``MoIConfigError`` if it is not one)."""
+        if not isinstance(fields, Mapping):
+            raise MoIConfigError(f"{KEY_RESOLVED} must be a mapping, got {type(fields).__name__}")
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        try:
+            return cls(**fields)
+        except TypeError as e:
+            raise MoIConfigError(f"{KEY_RESOLVED}: {e}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MoIConfig | None:
@@ -272,28 +462,44 @@ class MoIConfig:
         if mode == "off":
             return None
         if mode not in MODES:
-            raise MoIConfigError(
-                f"{KEY_MODE} must be 'moi', 'direct', 'soft' or 'off', got {mode!r}"
-            )
+            raise MoIConfigError(f"{KEY_MODE} must be one of {[*MODES, 'off']}, got {mode!r}")
+        method = {}
+        for key, (field_name, modes) in METHOD_KEYS.items():
+            if key in fields:
+                if mode not in modes:
+                    raise MoIConfigError(
+                        f"{key} belongs to mode {' or '.join(map(repr, modes))}, and this "
+                        f"request's mode is {mode!r}"
+                    )
+                method[field_name] = fields[key]
         base = default or cls()
         prior = fields.get(KEY_PRIOR, base.prior)
         if prior not in PRIORS:
             raise MoIConfigError(f"{KEY_PRIOR} must be one of {PRIORS}, got {prior!r}")
-        if mode == "soft" and fields.get(KEY_PRIOR, "sampling") != "sampling":
+        if (
+            mode in ("soft", "selar", "multiplex")
+            and fields.get(KEY_PRIOR, "sampling") != "sampling"
+        ):
             raise MoIConfigError(
-                f"mode 'soft' mixes over the distribution the token is sampled from; drop "
+                f"mode {mode!r} mixes over the distribution the token is sampled from; drop "
                 f"{KEY_PRIOR} (or set it to 'sampling')"
             )
+        if mode == "swir" and KEY_PRIOR not in fields:
+            prior = "raw"
         # A mode's own K unless the request names one (the default config's K came from its mode).
         top_k = fields.get(KEY_TOP_K, base.top_k if mode == base.mode else _MODE_TOP_K)
         if top_k is not _MODE_TOP_K:
             top_k = parse_top_k(top_k)
         noise = fields.get(KEY_NOISE, "none")
-        if KEY_THINK_END in fields and fields.get(KEY_REGION, base.region) != "thinking":
+        region = fields.get(KEY_REGION, base.region if mode == base.mode else _MODE_REGION)
+        thinking = region == "thinking" or (region is _MODE_REGION and mode == "multiplex")
+        if KEY_THINK_END in fields and not thinking and mode != "swir":
             raise MoIConfigError(
                 f"{KEY_THINK_END} marks where the thinking region ends: it needs "
                 f"{KEY_REGION}='thinking'"
             )
+        if mode != base.mode:  # another mode's own settings do not carry over
+            base = replace(base, **{f: getattr(cls, f) for f, _ in METHOD_KEYS.values()})
         try:
             return replace(
                 base,
@@ -301,12 +507,13 @@ class MoIConfig:
                 mode=mode,
                 top_k=top_k,
                 prior=prior,
-                region=fields.get(KEY_REGION, base.region),
+                region=region,
                 think_end=fields.get(KEY_THINK_END, base.think_end),
                 cold_stop_entropy=fields.get(KEY_COLD_STOP_ENTROPY, base.cold_stop_entropy),
                 cold_stop_steps=_cold_stop_steps(fields, base),
                 noise=noise,
                 noise_temperature=fields.get(KEY_NOISE_TEMPERATURE),
+                **method,
             )
         except MoIConfigError as e:
             raise MoIConfigError(_with_key_names(str(e))) from None
@@ -336,6 +543,61 @@ def _positive(value: Any, name: str) -> float:
     if not math.isfinite(number) or number <= 0:
         raise MoIConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return number
+
+
+def _field_setter(config: MoIConfig):
+    def set_field(name: str, value: Any) -> None:
+        object.__setattr__(config, name, value)
+
+    return set_field
+
+
+def _unit(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise MoIConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MoIConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_token(value: Any, name: str) -> str | int:
+    """One token as its text (resolved by the engine's tokenizer) or its id.
+
+    >>> parse_token("<think>", "k"), parse_token(151667.0, "k")
+    ('<think>', 151667)
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or value in (-1, ""):
+        raise MoIConfigError(f"{name} must be a token's text or id, got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise MoIConfigError(f"{name} as a token id must be >= 0, got {value}")
+    return value
+
+
+def parse_tokens(value: Any, name: str) -> str | tuple[int, ...]:
+    """A token sequence as text (tokenized by the engine) or a list of 1 to ``MAX_QUEUE`` ids.
+
+    >>> parse_tokens([5, 6], "k"), parse_tokens("</think>", "k")
+    ((5, 6), '</think>')
+    """
+    if isinstance(value, str) and value:
+        return value
+    ids = tuple(value) if isinstance(value, (list, tuple)) else None
+    bad = ids is None or not 1 <= len(ids) <= MAX_QUEUE
+    if not bad:
+        bad = any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids)
+    if bad:
+        raise MoIConfigError(
+            f"{name} must be text or a list of 1 to {MAX_QUEUE} token ids, got {value!r}"
+        )
+    return ids
 
 
 def parse_think_end(value: Any) -> str | int:

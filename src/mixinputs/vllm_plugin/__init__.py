@@ -1,4 +1,4 @@
-"""The vLLM plugin: MoI per request in vLLM's V1 engine, offline and in the server.
+"""The vLLM plugin: MoI per request in vLLM's engine (both model runners), offline and served.
 
 vLLM calls :func:`register` in every process it starts (the ``vllm.general_plugins`` entry
 point), so nothing needs ``import mixinputs`` or a code change. A request turns MoI on with
@@ -45,6 +45,7 @@ def register() -> None:
         _registered = True
         return
 
+    from mixinputs.vllm_plugin.attach import refusal_reason
     from mixinputs.vllm_plugin.patches import (
         compile_cache,
         model_runner,
@@ -54,16 +55,8 @@ def register() -> None:
     )
 
     model_runner_v2.select_v1_runner()
-
-    def engine_refusal(vllm_config) -> str | None:
-        if model_runner_v2.uses_v2_runner(vllm_config):
-            from mixinputs.vllm_plugin.v2_model_state import v2_unsupported_reason
-
-            return v2_unsupported_reason(vllm_config)
-        return model_runner.unsupported_reason(vllm_config)
-
-    request_validation.apply(settings, engine_refusal)
-    prefix_cache.apply(settings)
+    request_validation.apply(settings, refusal_reason)
+    prefix_cache.apply()
     compile_cache.apply()
     model_runner.apply(settings)
     model_runner_v2.apply(settings)

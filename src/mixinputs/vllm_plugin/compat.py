@@ -45,14 +45,3 @@ def is_supported(version: str) -> bool:
     [True, True, False, False]
     """
     return release_of(version) in SUPPORTED_RELEASES
-
-
-def check_supported(version: str | None = None) -> str:
-    version = version or vllm_version()
-    if not is_supported(version):
-        raise UnsupportedVLLMVersion(
-            f"mixinputs supports {SUPPORTED_TEXT}; this is vLLM {version}. MoI stays off "
-            "(vLLM itself keeps working): install a supported vLLM, or a mixinputs release "
-            "built for this one."
-        )
-    return version

@@ -7,8 +7,10 @@ each request's slot row of ``MixedInputEmbedding``:
    sampling-prior rows, the sampler's own top-k / top-p masks, then each row cut to its own K.
    One width for every batch makes a row's result independent of the rest of the batch.
 4. For batches with a soft-input method beyond MoI / direct mixture (soft thinking, a thinking
-   region, Cold Stop, noise): ``mixing.apply_methods`` on the candidates, per row.
-5. Weights and the mixture ``Σ w_i E[i]``, written into the slots.
+   region, Cold Stop, noise, SwiReasoning, SeLaR, Multiplex): ``mixing.apply_methods`` on the
+   candidates, per row.
+5. Weights and the mixture ``Σ w_i E[i]`` (SwiReasoning rows: plus their share of ``p·E``),
+   written into the slots.
 
 On CUDA (Triton present, a plain unquantized embedding on one rank) this runs as the fused step
 (``mixinputs.fused_step``: a blocked top-K pass over the logits and one mixing kernel that
@@ -25,12 +27,13 @@ import torch
 
 from mixinputs.mixing import (
     Candidates,
+    FamilyInputs,
     MethodRows,
     MethodStep,
     RegionState,
     apply_methods,
     candidates_from_logits,
-    mix_rows,
+    dense_inputs,
     mixture_weights,
     restrict_to_row_k,
     sampling_prior_masks,
@@ -59,6 +62,11 @@ class MixStep:
         self.fused_weight = fused_weight_of(embed.base, device, width_k)
         num_slots = embed.slots.shape[0]
         self.full_k = torch.full((num_slots,), width_k, dtype=torch.long, device=device)
+        # SwiReasoning's p·E needs the plain [V, D] matrix on one rank (None: it cannot run).
+        self.dense_weight = plain_weight_of(embed.base, device)
+        # p·E runs on a fixed number of rows on CUDA (one kernel choice for every batch) and on
+        # at least 8 on CPU (see mixing.dense_inputs).
+        self.dense_min_rows = num_slots if device.type == "cuda" else 8
 
     @property
     def fused(self) -> bool:
@@ -74,6 +82,8 @@ class MixStep:
         direct: torch.Tensor,
         slots: torch.Tensor,
         methods: tuple[MethodRows, RegionState] | None = None,
+        family: FamilyInputs | None = None,
+        dense_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, MethodStep | None]:
         """Mix ``M`` rows into ``embed.slots[slots]``; returns (ids, weights) [M, K+1] for the
         replay history, and the methods' step (None without ``methods``).
@@ -81,7 +91,9 @@ class MixStep:
         ``prior`` [M, V] logits; ``sampled`` [M] long; ``row_top_k`` [M] long or None (every row
         at the full width); ``beta`` [M] float32; ``direct`` [M] bool; ``slots`` [M] long;
         ``methods``: the rows' soft-input settings and carried state, when any row needs more
-        than MoI / direct mixture (their beta and direct then replace ``beta`` and ``direct``).
+        than MoI / direct mixture (their beta and direct then replace ``beta`` and ``direct``);
+        ``family``: when some row runs SwiReasoning, SeLaR or Multiplex; ``dense_rows`` [S]: the
+        SwiReasoning rows, whose input includes ``softmax(prior) @ E``.
         """
         k = self.width_k
         if self.fused_weight is not None:
@@ -101,23 +113,36 @@ class MixStep:
             cands = restrict_to_row_k(cands, row_top_k)
         step = None
         if methods is not None:
-            step = apply_methods(cands, *methods)
+            step = apply_methods(cands, *methods, family)
             cands, beta, direct = Candidates(step.ids, step.scores), step.beta, step.direct
+        out = self.embed.slots
         if self.fused_weight is not None:
             weights, _ = fused_mix(
-                cands.ids,
-                cands.scores,
-                beta,
-                direct,
-                self.fused_weight,
-                out=self.embed.slots,
-                out_rows=slots,
+                cands.ids, cands.scores, beta, direct, self.fused_weight, out=out, out_rows=slots
             )
+            if family is not None:  # the family rows' inputs are their own (PyTorch)
+                own = (methods[0].family > 0)[:, None]
+                weights = torch.where(own, step.weights, weights)
+                mixed = self._mix(step.ids, step.weights, step, family, dense_rows)
+                out.index_copy_(0, slots, torch.where(own, mixed, out.index_select(0, slots)))
             return cands.ids, weights, step
-        weights = mixture_weights(cands.scores, beta, direct)  # [M, K+1] float32
-        mixed = mix_rows(weights, self.embed.base(cands.ids))  # [M, D]
-        self.embed.slots.index_copy_(0, slots, mixed.to(self.embed.slots.dtype))
+        weights = step.weights if step is not None else mixture_weights(cands.scores, beta, direct)
+        mixed = self._mix(cands.ids, weights, step, family, dense_rows)  # [M, D]
+        out.index_copy_(0, slots, mixed)
         return cands.ids, weights, step
+
+    def _mix(self, ids, weights, step, family, dense_rows) -> torch.Tensor:
+        """``Σ w_c E[ids_c]`` (+ the SwiReasoning rows' share of ``p·E``) in float32, in the
+        slots' dtype; the rows come from vLLM's own embedding module (scaled, vocab-parallel)."""
+        rows = self.embed.base(ids)  # [M, C, D]
+        mixed = (weights.float().unsqueeze(-1) * rows.float()).sum(dim=1)  # as mix_rows
+        if dense_rows is not None and dense_rows.numel():
+            soft = dense_inputs(
+                family.prior.index_select(0, dense_rows), self.dense_weight, self.dense_min_rows
+            )
+            share = step.dense.index_select(0, dense_rows)[:, None] * soft
+            mixed = mixed.index_add(0, dense_rows, share)
+        return mixed.to(self.embed.slots.dtype)
 
     def _k(self, row_top_k: torch.Tensor | None, sampled: torch.Tensor) -> torch.Tensor:
         return self.full_k[: sampled.shape[0]] if row_top_k is None else row_top_k
@@ -133,6 +158,12 @@ def fused_weight_of(base: Any, device: torch.device, max_top_k: int) -> torch.Te
         return None
     if not fused_step_available(device) or max_top_k > MAX_TOP_K:
         return None
+    return plain_weight_of(base, device)
+
+
+def plain_weight_of(base: Any, device: torch.device) -> torch.Tensor | None:
+    """The [V, D] matrix behind ``base`` when its rows are what it looks up (unquantized, one
+    rank, no scaling), else None."""
     quant = getattr(base, "quant_method", None)
     if quant is not None and type(quant).__name__ != "UnquantizedEmbeddingMethod":
         return None
@@ -153,10 +184,11 @@ def fused_weight_of(base: Any, device: torch.device, max_top_k: int) -> torch.Te
     return weight if plain else None
 
 
-def force_think_end(output: Any, rows: torch.Tensor, step: MethodStep, raw: torch.Tensor) -> None:
-    """Cold Stop: write the think-end token over the sampled token of the forced rows, in the
-    sampler's output (device only), so vLLM emits it and feeds it next. When the request asked
-    for log-probs, the emitted token's entry becomes the think-end token's raw log-prob and rank.
+def force_tokens(output: Any, rows: torch.Tensor, step: MethodStep, raw: torch.Tensor) -> None:
+    """Cold Stop's think-end token, SwiReasoning's injected tokens: write each forced row's
+    token over its sampled one in the sampler's output (device only), so vLLM emits it and feeds
+    it next. When the request asked for log-probs, the emitted token's entry becomes the forced
+    token's raw log-prob and rank.
 
     ``output``: vLLM's ``SamplerOutput``; ``rows`` [M] its rows that mixed; ``raw`` [M, V] their
     raw logits.
@@ -182,31 +214,45 @@ def force_think_end(output: Any, rows: torch.Tensor, step: MethodStep, raw: torc
     ranks.index_copy_(0, rows, torch.where(forced, rank.to(ranks.dtype), ranks[rows]))
 
 
-def trace_record(
-    req_ids: list[str],
-    js: list[int],
-    prior: torch.Tensor,
-    sampled: torch.Tensor,
-    rows: SlotRows,
-    step: MethodStep | None,
-    mixed: torch.Tensor,
-) -> dict:
-    """One step as the tests read it (``MoIWorkerState.trace``): what ``mixing`` needs to
-    recompute every row's mixture, and the mixture fed."""
-    methods = step is not None
-    return {
-        "req_ids": req_ids,
-        "js": js,
-        "prior": _host(prior.float()),
-        "sampled": _host(sampled),
-        "beta": _host(rows.methods.beta),
-        "direct": _host(rows.methods.direct),
-        "top_k": _host(rows.row_top_k),
-        "methods": [_host(t) for t in rows.methods] if methods else None,
-        "state": [_host(t) for t in rows.state] if methods else None,
-        "emitted": _host(step.sampled if methods else sampled),
-        "mixed": _host(mixed),
-    }
+@dataclass(frozen=True)
+class StepRecord:
+    """One mixing step as an observer sees it (host copies): what ``mixing`` needs to recompute
+    every row's mixture, and the mixture fed."""
+
+    req_ids: list[str]
+    js: list[int]
+    prior: torch.Tensor  # [M, V] float32
+    sampled: torch.Tensor  # [M] the sampler's tokens
+    rows: SlotRows  # the rows' settings and carried state before the step
+    method_step: bool  # the step ran mixing.apply_methods
+    emitted: torch.Tensor  # [M] the tokens vLLM emits (Cold Stop's think-end tokens included)
+    mixed: torch.Tensor  # [M, D] the mixtures written into the slots
+    plain_mask: torch.Tensor | None  # [V] bool: the math-symbol tokens (family steps)
+
+    @classmethod
+    def of(cls, req_ids, js, prior, sampled, rows, step, embed, slots, family) -> StepRecord:
+        """Host copies of one step (a host sync: observers are for tests and debugging).
+        ``prior``: the family's full distributions where the step had any (``FamilyInputs``)."""
+        if family is not None:
+            prior = family.prior
+        plain = None if family is None or family.plain_mask is None else _host(family.plain_mask)
+        return cls(
+            req_ids=req_ids,
+            js=js.tolist(),
+            prior=_host(prior.float()),
+            sampled=_host(sampled),
+            rows=SlotRows(*(_on_host(x) for x in rows)),
+            method_step=step is not None,
+            emitted=_host(step.sampled if step is not None else sampled),
+            mixed=_host(embed.slots.index_select(0, slots)),
+            plain_mask=plain,
+        )
+
+
+def _on_host(x):
+    if isinstance(x, torch.Tensor):
+        return _host(x)
+    return type(x)(*(_host(t) for t in x))
 
 
 def _host(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,11 @@
-"""A request's MoI config as a worker reads it: checked again, never fatal to the engine.
+"""A request's MoI config where the engine reads it: engine core (prefix-cache keys) and workers.
 
-The front end (``patches/request_validation``) already refused bad fields with a 400 and turned a
-think-end token's text into its id; a worker still checks, so a request that reached it some
-other way is decoded without MoI (and logged) instead of stopping the engine.
+The front end (``patches/request_validation``) validated the request's ``mixinputs_*`` keys once,
+applied ``MIXINPUTS_BETA``'s default, turned a think-end token's text into its id, checked K
+against the engine's limit, and wrote the result under ``KEY_RESOLVED`` into the engine's own copy
+of the sampling params. Everything behind it reads that, and only that, here: no second parse,
+no environment. A malformed entry (a request that reached the engine some other way) is logged
+and decoded without MoI; it never stops the engine.
 """
 
 from __future__ import annotations
@@ -10,39 +13,27 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mixinputs.config import KEY_THINK_END, MoIConfig, MoIConfigError
+from mixinputs.config import KEY_RESOLVED, MoIConfig, MoIConfigError
 
 logger = logging.getLogger("vllm.mixinputs")
 
 
-def request_config(
-    req_id: str, params: Any, default: MoIConfig | None, max_top_k: int
-) -> MoIConfig | None:
-    """The request's config, or None for standard decoding (or a config this engine cannot run).
+def request_config(req_id: str, params: Any) -> MoIConfig | None:
+    """The request's resolved config, or None for standard decoding.
 
-    >>> class P: extra_args = {"mixinputs_beta": 2}
-    >>> request_config("r", P(), None, 20).beta
+    >>> class P: extra_args = {"mixinputs_resolved": MoIConfig(beta=2.0).to_resolved()}
+    >>> request_config("r", P()).beta
     2.0
-    >>> request_config("r", P(), None, 10) is None  # K = 20 > 10: logged, decoded without MoI
+    >>> class Q: extra_args = {"mixinputs_beta": 2.0}   # never resolved by a front end
+    >>> request_config("r", Q()) is None
     True
     """
-    if params is None:
+    extra = getattr(params, "extra_args", None)
+    resolved = extra.get(KEY_RESOLVED) if extra else None
+    if resolved is None:
         return None
     try:
-        config = MoIConfig.from_request(params.extra_args, default)
-        if config is None:
-            return None
-        if config.top_k is None or config.top_k > max_top_k:
-            raise MoIConfigError(
-                f"mixinputs_top_k={config.top_k} exceeds this engine's maximum {max_top_k} "
-                "(MIXINPUTS_MAX_TOP_K)"
-            )
-        if config.needs_think_end and not isinstance(config.think_end, int):
-            raise MoIConfigError(
-                f"{KEY_THINK_END}={config.think_end!r} was not resolved to a token id by the "
-                "front end; pass the think-end token's id"
-            )
-    except MoIConfigError as e:  # the front end rejects these; never crash the engine
+        return MoIConfig.from_resolved(resolved)
+    except MoIConfigError as e:  # the front end writes only valid configs; never crash the engine
         logger.error("request %s: %s; decoding it without MoI", req_id, e)
         return None
-    return config

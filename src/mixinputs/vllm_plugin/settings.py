@@ -22,7 +22,9 @@ class PluginSettings:
 
     @classmethod
     def from_env(cls) -> PluginSettings:
-        """>>> PluginSettings.from_env().max_top_k >= 1
+        """The settings the environment asks for (a ``MoIConfigError`` naming a bad variable).
+
+        >>> PluginSettings.from_env().max_top_k >= 1
         True
         """
         raw = os.environ.get(ENV_MAX_TOP_K, "").strip()

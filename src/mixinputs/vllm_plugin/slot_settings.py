@@ -1,39 +1,53 @@
 """Each running MoI request's settings and carried state, on the device, one row per slot.
 
 Both model runners keep a running MoI request in a slot (V2: vLLM's own request slot; V1: a row
-the worker assigns). A request's settings are written once, when it takes its slot; each step
-then gathers its rows by slot with two ``index_select`` calls, however many methods the batch
-mixes, and writes the state it carries to the next step (thinking, low-entropy steps) back
-in place. Nothing here syncs with the host.
+the worker assigns). A request's settings (``mixing.row_settings``) are written once, when it
+takes its slot; each step then gathers its rows by slot with two ``index_select`` calls, however
+many methods the batch mixes, and writes the state it carries to the next step (thinking,
+low-entropy steps) back in place.
 
-Table layout: ``floats`` [num_slots, 4] float32 and ``ints`` [num_slots, 11] int64, columns below.
+Writes never make the host wait: a row goes into a host mirror, and every dirty row is uploaded
+at the next ``upload`` (once per step, before the step reads the table) from pinned memory with
+``non_blocking`` copies, ordered on the stream after the steps that still read the old values.
+
+Table layout: ``floats`` [num_slots, F] float32 and ``ints`` [num_slots, I] int64, one column per
+field of ``RowSettings``, the sampler's top-k / top-p, and ``RegionState`` (``COLUMNS``).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from mixinputs.config import MoIConfig
-from mixinputs.mixing import NO_THINK_END, NOISE_CODES, MethodRows, RegionState
+from mixinputs.mixing import (
+    ROW_DTYPES,
+    ROW_WIDTHS,
+    STATE_DTYPES,
+    MethodRows,
+    RegionState,
+    RowSettings,
+    fresh_state,
+)
+from mixinputs.vllm_plugin.host_turns import HostTurns
 
-# float32 columns
-_BETA, _TOP_P, _NOISE_TEMP, _COLD_TAU = range(4)
-# int64 columns
-(
-    _DIRECT,
-    _SOFT,
-    _TOP_K,
-    _SAMPLING,
-    _SAMPLER_TOP_K,
-    _NOISE,
-    _SEED,
-    _THINK_END,
-    _COLD_STEPS,
-    _THINKING,
-    _LOW_STEPS,
-) = range(11)
+# Every column and its dtype: the method's settings, the sampler's own cut (the "sampling" prior
+# follows it), and the state a row carries from step to step.
+COLUMNS = {
+    **ROW_DTYPES,
+    "sampler_top_k": torch.long,  # 0 = off
+    "sampler_top_p": torch.float32,  # 1 = off
+    **STATE_DTYPES,
+}
+# A sequence field takes one column per element: "swir_convergence.0", ".1", ...
+FLOAT_COLUMNS = [n for n, d in COLUMNS.items() if d.is_floating_point]
+INT_COLUMNS = [
+    f"{n}.{i}" if n in ROW_WIDTHS else n
+    for n, d in COLUMNS.items()
+    if not d.is_floating_point
+    for i in range(ROW_WIDTHS.get(n, 1))
+]
+_FRESH = tuple(t.item() for t in fresh_state(1))
 
 
 class SlotRows(NamedTuple):
@@ -47,15 +61,14 @@ class SlotRows(NamedTuple):
     sampler_top_p: torch.Tensor  # [M] float32 (1 = off)
 
 
-def is_greedy(sampling_params: Any) -> bool:
-    return sampling_params.temperature < 1e-5
-
-
 class SlotSettings:
     """Per-slot MoI settings on ``device``.
 
+    >>> from mixinputs.config import MoIConfig
+    >>> from mixinputs.mixing import row_settings
     >>> table = SlotSettings(4, torch.device("cpu"))
-    >>> table.assign(2, MoIConfig(mode="soft"), _Params(), seed=7)
+    >>> table.assign(2, row_settings(MoIConfig(mode="soft"), seed=7))
+    >>> table.upload()
     >>> rows = table.gather(torch.tensor([2]), torch.tensor([0]))
     >>> rows.methods.soft.tolist(), rows.row_top_k.tolist(), rows.sampling.tolist()
     ([True], [10], [True])
@@ -63,50 +76,75 @@ class SlotSettings:
 
     def __init__(self, num_slots: int, device: torch.device):
         self.device = device
-        self.floats = torch.zeros((num_slots, 4), dtype=torch.float32, device=device)
-        self.ints = torch.zeros((num_slots, 11), dtype=torch.long, device=device)
+        self.floats = torch.zeros(
+            (num_slots, len(FLOAT_COLUMNS)), dtype=torch.float32, device=device
+        )
+        self.ints = torch.zeros((num_slots, len(INT_COLUMNS)), dtype=torch.long, device=device)
+        self._col = {n: (True, FLOAT_COLUMNS.index(n)) for n in FLOAT_COLUMNS}
+        self._col.update({n: (False, INT_COLUMNS.index(n)) for n in INT_COLUMNS})
+        # The host mirror holds each slot's last written row; only dirty rows are uploaded.
+        self._host_floats = torch.zeros_like(self.floats, device="cpu")
+        self._host_ints = torch.zeros_like(self.ints, device="cpu")
+        self._dirty: dict[int, None] = {}  # slots written since the last upload, in order
+        f, i = len(FLOAT_COLUMNS), len(INT_COLUMNS)
+        self._turns = HostTurns(
+            {"slots": (num_slots, torch.long), "ints": (num_slots * i, torch.long),
+             "floats": (num_slots * f, torch.float32)},
+            device,
+        )  # fmt: skip
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.floats, self.ints))
 
     def assign(
         self,
         slot: int,
-        config: MoIConfig,
-        sampling_params: Any,
-        seed: int,
-        state: tuple[bool, int] = (True, 0),
+        settings: RowSettings,
+        sampler_top_k: int = 0,
+        sampler_top_p: float = 1.0,
     ) -> None:
-        """Write a request's settings into ``slot`` (a new request, or one resumed with the
-        ``state`` it had). Device writes are ordered on the stream: a step still reading the
-        slot's old values finishes before these land."""
-        sampling = config.prior == "sampling"
-        # A greedy row's sampling distribution is a point mass on y: beta = inf feeds E[y].
-        point_mass = sampling and is_greedy(sampling_params)
-        top_k = sampling_params.top_k if sampling else 0
-        floats = [
-            float("inf") if point_mass else config.beta,
-            sampling_params.top_p if sampling else 1.0,
-            config.noise_temperature or 1.0,
-            config.cold_stop_entropy or 0.0,
-        ]
-        think_end = config.think_end if config.region == "thinking" else NO_THINK_END
-        ints = [0] * 11
-        ints[_DIRECT] = int(config.direct and not point_mass)
-        ints[_SOFT] = int(config.soft and not point_mass)
-        ints[_TOP_K] = int(config.top_k)
-        ints[_SAMPLING] = int(sampling)
-        ints[_SAMPLER_TOP_K] = top_k if top_k and top_k > 0 else 0
-        ints[_NOISE] = NOISE_CODES[config.noise]
-        ints[_SEED] = seed
-        ints[_THINK_END] = int(think_end)
-        ints[_COLD_STEPS] = config.cold_stop_steps
-        ints[_THINKING] = int(state[0])
-        ints[_LOW_STEPS] = int(state[1])
-        self.floats[slot] = torch.tensor(floats, dtype=torch.float32).to(self.device)
-        self.ints[slot] = torch.tensor(ints, dtype=torch.long).to(self.device)
+        """A request takes ``slot``: its settings and a fresh carried state (on the device from
+        the next ``upload``)."""
+        values = settings._asdict()
+        values["sampler_top_k"] = max(int(sampler_top_k or 0), 0) if settings.sampling else 0
+        values["sampler_top_p"] = float(sampler_top_p) if settings.sampling else 1.0
+        values.update(zip(STATE_DTYPES, _FRESH, strict=True))
+        self._write(slot, values)
 
-    def set_state(self, slot: int, state: tuple[bool, int]) -> None:
-        """Give ``slot`` the (thinking, low-entropy steps) a resumed request carries."""
-        row = torch.tensor([int(state[0]), int(state[1])], dtype=torch.long)
-        self.ints[slot, _THINKING : _LOW_STEPS + 1] = row.to(self.device)
+    def set_state(self, slot: int, state: tuple) -> None:
+        """Give ``slot`` the carried state (``RegionState`` values) a resumed request had."""
+        self._write(slot, dict(zip(STATE_DTYPES, state, strict=True)))
+
+    def _write(self, slot: int, values: dict) -> None:
+        for name, value in values.items():
+            for key, item in zip(
+                _names(name), value if name in ROW_WIDTHS else [value], strict=True
+            ):
+                is_float, col = self._col[key]
+                (self._host_floats if is_float else self._host_ints)[slot, col] = item
+        self._dirty[slot] = None
+
+    def upload(self) -> None:
+        """Queue the rows written since the last upload (no host sync)."""
+        if not self._dirty:
+            return
+        slots = list(self._dirty)
+        self._dirty.clear()
+        n, f, i = len(slots), len(FLOAT_COLUMNS), len(INT_COLUMNS)
+        host = self._turns.next()
+        index = torch.tensor(slots, dtype=torch.long)
+        host["slots"][:n] = index
+        host["ints"][: n * i] = self._host_ints.index_select(0, index).view(-1)
+        host["floats"][: n * f] = self._host_floats.index_select(0, index).view(-1)
+        dev = self.device
+        slots_dev = host["slots"][:n].to(dev, non_blocking=True)
+        self.ints.index_copy_(
+            0, slots_dev, host["ints"][: n * i].to(dev, non_blocking=True).view(n, i)
+        )
+        self.floats.index_copy_(
+            0, slots_dev, host["floats"][: n * f].to(dev, non_blocking=True).view(n, f)
+        )
+        self._turns.queued()
 
     def gather(self, slots: torch.Tensor, positions: torch.Tensor | None) -> SlotRows:
         """The settings of ``slots`` [M]; ``positions`` [M]: each row's output index j (None
@@ -115,39 +153,40 @@ class SlotSettings:
             positions = torch.zeros_like(slots)
         # Transposed to [columns, M], so each setting is a contiguous [M] row (the fused kernels
         # index them with unit stride).
-        f = self.floats.index_select(0, slots).t().contiguous()  # [4, M]
-        i = self.ints.index_select(0, slots).t().contiguous()  # [11, M]
-        methods = MethodRows(
-            beta=f[_BETA],
-            direct=i[_DIRECT].bool(),
-            soft=i[_SOFT].bool(),
-            noise=i[_NOISE],
-            noise_temperature=f[_NOISE_TEMP],
-            seed=i[_SEED],
-            position=positions,
-            think_end=i[_THINK_END],
-            cold_stop_entropy=f[_COLD_TAU],
-            cold_stop_steps=i[_COLD_STEPS],
-        )
+        f = self.floats.index_select(0, slots).t().contiguous()  # [F, M]
+        i = self.ints.index_select(0, slots).t().contiguous()  # [I, M]
+
+        def col(name: str) -> torch.Tensor:
+            if name in ROW_WIDTHS:  # [M, width]
+                return torch.stack([i[self._col[key][1]] for key in _names(name)], dim=-1)
+            is_float, c = self._col[name]
+            if is_float:
+                return f[c]
+            return i[c].bool() if COLUMNS[name] == torch.bool else i[c]
+
+        fields = {n: col(n) for n in MethodRows._fields if n != "position"}
         return SlotRows(
-            methods=methods,
-            state=RegionState(i[_THINKING].bool(), i[_LOW_STEPS]),
-            row_top_k=i[_TOP_K],
-            sampling=i[_SAMPLING].bool(),
-            sampler_top_k=i[_SAMPLER_TOP_K],
-            sampler_top_p=f[_TOP_P],
+            methods=MethodRows(position=positions, **fields),
+            state=RegionState(*(col(n) for n in STATE_DTYPES)),
+            row_top_k=col("top_k"),
+            sampling=col("sampling"),
+            sampler_top_k=col("sampler_top_k"),
+            sampler_top_p=col("sampler_top_p"),
         )
 
     def store_state(self, slots: torch.Tensor, state: RegionState) -> None:
         """Carry ``state`` [M] to the slots' next step."""
-        self.ints[slots, _THINKING] = state.thinking.long()
-        self.ints[slots, _LOW_STEPS] = state.low_entropy_steps
+        for name, value in zip(STATE_DTYPES, state, strict=True):
+            is_float, c = self._col[name]
+            table = self.floats if is_float else self.ints
+            table[slots, c] = value.to(table.dtype)
+
+
+def _names(name: str) -> list[str]:
+    return [f"{name}.{i}" for i in range(ROW_WIDTHS[name])] if name in ROW_WIDTHS else [name]
 
 
 def state_pack(state: RegionState) -> torch.Tensor:
-    """[M, 2] int32 (thinking, low-entropy steps), as the history records it."""
-    return torch.stack([state.thinking.int(), state.low_entropy_steps.int()], dim=-1)
-
-
-class _Params:  # doctest stand-in for vLLM's SamplingParams
-    temperature, top_k, top_p = 1.0, 0, 1.0
+    """[M, S] float64 (exact for every field: flags, counts, float32 values), as the history
+    records each row's carried state."""
+    return torch.stack([t.double() for t in state], dim=-1)

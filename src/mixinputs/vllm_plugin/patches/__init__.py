@@ -26,5 +26,12 @@ def wrap_method(owner: Any, name: str, make: Callable[[Callable], Callable]) -> 
     setattr(owner, name, wrapped)
 
 
+def mark_original(wrapper: Any, original: Any) -> None:
+    """Record that ``wrapper`` replaces ``original`` (for a module-level function re-bound by
+    hand, where ``wrap_method`` does not apply)."""
+    functools.update_wrapper(wrapper, original)
+    setattr(wrapper, _MARK, original)
+
+
 def original_of(func: Any) -> Any:
     return getattr(func, _MARK, None)

@@ -2,13 +2,15 @@
 
 Why: vLLM has no hook that changes a step's input embeddings from the previous step's
     distribution and sampled token, which is what MoI needs.
-How: wrap four methods of ``GPUModelRunner`` (the CPU runner inherits three and overrides
-    ``load_model``, which is wrapped on both):
+How: wrap five methods of ``GPUModelRunner`` (the CPU runner inherits four and overrides
+    ``load_model``, which is wrapped on both), each handing V1's data to ``V1MoI`` /
+    ``MoIStepState``:
     - ``load_model``: swap the token embedding for ``MixedInputEmbedding`` (persistent buffers,
-      allocated before vLLM profiles memory and captures graphs) and attach the worker state;
+      allocated before vLLM profiles memory and captures graphs) and attach the state;
     - ``_update_states``: read new requests' settings, forget finished ones;
     - ``_prepare_inputs``: map this step's tokens to mixture rows (host only);
-    - ``_sample``: compute the mixtures of the sampled tokens on the device.
+    - ``_sample``: compute the mixtures of the sampled tokens on the device;
+    - ``_dummy_run`` (profiling, graph capture, idle data-parallel ranks): no mixture is fed.
     Signatures are the same in vLLM 0.26 to 0.33 (checked against each release's source).
 Upstream: an input-embedding hook in the runner would remove this patch; Model Runner V2's
     ``ModelState.prepare_inputs_embeds`` is close to one.
@@ -16,94 +18,40 @@ Upstream: an input-embedding hook in the runner would remove this patch; Model R
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 
-from mixinputs.vllm_plugin.embedding import MixedInputEmbedding, find_input_embedding
+from mixinputs.vllm_plugin.attach import attach
 from mixinputs.vllm_plugin.patches import wrap_method
 from mixinputs.vllm_plugin.settings import PluginSettings
-from mixinputs.vllm_plugin.worker_state import MoIWorkerState
-
-logger = logging.getLogger("vllm.mixinputs")
-
-
-def unsupported_reason(vllm_config: Any) -> str | None:
-    """Why this engine cannot serve MoI requests, or None."""
-    if getattr(vllm_config, "speculative_config", None) is not None:
-        return "speculative decoding is on (MoI needs one sampled token per step)"
-    parallel = getattr(vllm_config, "parallel_config", None)
-    if parallel is not None and getattr(parallel, "pipeline_parallel_size", 1) > 1:
-        return "pipeline parallelism is on (the last stage samples, the first embeds)"
-    if parallel is not None and getattr(parallel, "tensor_parallel_size", 1) > 1:
-        # Tensor parallel works when every rank holds the full logits and samples the same
-        # tokens (all-gathered logits, vLLM's default): each rank then builds the same
-        # candidates and calls the vocab-parallel embedding (masked lookup + all-reduce) in step.
-        from vllm.platforms import current_platform
-
-        if not current_platform.use_all_gather():
-            return "tensor parallel on a platform that gathers logits to one rank only"
-    model_config = getattr(vllm_config, "model_config", None)
-    if model_config is not None and getattr(model_config, "enable_prompt_embeds", False):
-        return "prompt embeddings are enabled (the runner then embeds only part of the batch)"
-    return None
+from mixinputs.vllm_plugin.worker_state import V1MoI
 
 
 def install(runner: Any, settings: PluginSettings) -> None:
     """Attach MoI to a runner whose model was just loaded."""
     if getattr(runner, "_mixinputs", None) is not None:
         return
-    reason = unsupported_reason(runner.vllm_config)
-    if reason is not None:
-        runner._mixinputs = None
-        logger.warning("mixinputs: MoI is off for this engine: %s", reason)
-        return
-    parent, attr, base = find_input_embedding(runner.get_model())
-    replay = _unused_inputs_embeds(runner, base)
-    # Eager engines scatter exactly this step's replay rows; compiled / graph-captured ones a
-    # fixed number (MIXINPUTS_REPLAY_ROWS), which every step pays for.
-    replay_rows = None if _runs_eagerly(runner.vllm_config) else settings.replay_rows
-    wrapper = MixedInputEmbedding(
-        base, runner.max_num_reqs, runner.max_num_tokens, replay, replay_rows
-    )
-    setattr(parent, attr, wrapper)
-    state = MoIWorkerState(runner, wrapper, settings.default, settings.max_top_k)
-    runner._mixinputs = state
-    _record_sampler_distribution(runner, state)
-    where = "its own buffer" if wrapper.owns_replay else "vLLM's unused inputs_embeds buffer"
-    logger.info(
-        "mixinputs: MoI ready (embedding %s.%s, %d slot rows, %d replay rows a step in %s; "
-        "%.2f MiB added; mixing step: %s; default: %s)",
-        type(parent).__name__,
-        attr,
+    state = attach(
+        runner.get_model(),
+        runner.vllm_config,
         runner.max_num_reqs,
-        wrapper.replay_rows,
-        where,
-        wrapper.extra_bytes() / 2**20,
-        "fused Triton" if state.step.fused else "PyTorch",
-        settings.default or "standard unless a request asks",
+        runner.max_num_tokens,
+        settings,
+        "the V1 model runner",
+        replay_buffer=lambda embedding: _unused_inputs_embeds(runner, embedding.weight),
     )
+    runner._mixinputs = None if state is None else V1MoI(runner, state)
+    if state is not None:
+        _record_sampler_distribution(runner, state)
 
 
-def _runs_eagerly(vllm_config: Any) -> bool:
-    """True when the model's forward is neither compiled nor captured in CUDA graphs, so the
-    embedding wrapper may use shapes that change from step to step."""
-    if getattr(getattr(vllm_config, "model_config", None), "enforce_eager", False):
-        return True
-    compilation = getattr(vllm_config, "compilation_config", None)
-    mode = getattr(compilation, "mode", getattr(compilation, "level", None))
-    graphs = getattr(compilation, "cudagraph_mode", None)
-    return mode is not None and int(mode) == 0 and (graphs is None or int(graphs.value) == 0)
-
-
-def _unused_inputs_embeds(runner: Any, base: Any):
+def _unused_inputs_embeds(runner: Any, weight: torch.Tensor) -> torch.Tensor | None:
     """vLLM's ``inputs_embeds`` device buffer [max_num_batched_tokens, D] when this runner never
     uses it (a text-only model without prompt embeddings): replayed mixtures then cost nothing."""
     if getattr(runner, "supports_mm_inputs", True) or getattr(runner, "enable_prompt_embeds", True):
         return None
     buffer = getattr(getattr(runner, "inputs_embeds", None), "gpu", None)
-    weight = base.weight
     fits = (
         isinstance(buffer, torch.Tensor)
         and buffer.dim() == 2
@@ -115,7 +63,7 @@ def _unused_inputs_embeds(runner: Any, base: Any):
     return buffer if fits else None
 
 
-def _record_sampler_distribution(runner: Any, state: MoIWorkerState) -> None:
+def _record_sampler_distribution(runner: Any, state) -> None:
     """The sampling prior needs the logits the top-k/top-p stage samples from."""
     stage = getattr(getattr(runner, "sampler", None), "topk_topp_sampler", None)
     if stage is None:
@@ -155,9 +103,9 @@ def apply(settings: PluginSettings) -> None:
     def make_update_states(original):
         def _update_states(self, scheduler_output, *args, **kwargs):
             result = original(self, scheduler_output, *args, **kwargs)
-            state = getattr(self, "_mixinputs", None)
-            if state is not None:
-                state.on_update_states(scheduler_output)
+            moi = getattr(self, "_mixinputs", None)
+            if moi is not None:
+                moi.on_update_states(scheduler_output)
             return result
 
         return _update_states
@@ -165,26 +113,38 @@ def apply(settings: PluginSettings) -> None:
     def make_prepare_inputs(original):
         def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kwargs):
             result = original(self, scheduler_output, num_scheduled_tokens, *args, **kwargs)
-            state = getattr(self, "_mixinputs", None)
-            if state is not None:
-                state.plan_forward(num_scheduled_tokens)
+            moi = getattr(self, "_mixinputs", None)
+            if moi is not None:
+                moi.plan(num_scheduled_tokens)
             return result
 
         return _prepare_inputs
 
     def make_sample(original):
         def _sample(self, logits, spec_decode_metadata, *args, **kwargs):
-            state = getattr(self, "_mixinputs", None)
-            if state is None or logits is None:
+            moi = getattr(self, "_mixinputs", None)
+            if moi is None or logits is None:
                 return original(self, logits, spec_decode_metadata, *args, **kwargs)
-            return state.sample(
-                lambda lg, sd: original(self, lg, sd, *args, **kwargs),
+            # V1's sampler edits float32 logits in place and converts other dtypes to a new
+            # float32 tensor first: those logits stay as they were.
+            return moi.state.sample(
+                lambda lg: original(self, lg, spec_decode_metadata, *args, **kwargs),
                 logits,
-                spec_decode_metadata,
+                logits_kept=logits.dtype != torch.float32,
             )
 
         return _sample
 
+    def make_dummy_run(original):
+        def _dummy_run(self, *args, **kwargs):
+            moi = getattr(self, "_mixinputs", None)
+            if moi is not None:  # a made-up batch: last step's positions mean nothing here
+                moi.state.clear()
+            return original(self, *args, **kwargs)
+
+        return _dummy_run
+
     wrap_method(GPUModelRunner, "_update_states", make_update_states)
     wrap_method(GPUModelRunner, "_prepare_inputs", make_prepare_inputs)
     wrap_method(GPUModelRunner, "_sample", make_sample)
+    wrap_method(GPUModelRunner, "_dummy_run", make_dummy_run)

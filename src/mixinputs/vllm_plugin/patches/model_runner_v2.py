@@ -24,9 +24,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Any
 
-from mixinputs.vllm_plugin.patches import original_of, wrap_method
+from mixinputs.vllm_plugin.patches import mark_original, original_of, wrap_method
 from mixinputs.vllm_plugin.settings import PluginSettings
 
 logger = logging.getLogger("vllm.mixinputs")
@@ -45,13 +44,6 @@ def select_v1_runner() -> None:
         )
 
 
-def uses_v2_runner(vllm_config: Any) -> bool:
-    try:
-        return bool(vllm_config.use_v2_model_runner)
-    except Exception:  # older releases without the property: always V1
-        return False
-
-
 def apply(settings: PluginSettings) -> None:
     try:
         runner_module = importlib.import_module(RUNNER_MODULE)
@@ -67,8 +59,7 @@ def apply(settings: PluginSettings) -> None:
             inner = original(vllm_config, model, encoder_cache, device, *args, **kwargs)
             return wrap_model_state(inner, vllm_config, model, device, settings)
 
-        init_model_state.__mixinputs_original__ = original
-        init_model_state.__doc__ = original.__doc__
+        mark_original(init_model_state, original)
         runner_module.init_model_state = init_model_state
 
     def make_finish_requests(original_finish):
@@ -76,13 +67,13 @@ def apply(settings: PluginSettings) -> None:
             model_state = getattr(self, "model_state", None)
             if not isinstance(model_state, MoIModelState):
                 return original_finish(self, scheduler_output, *args, **kwargs)
-            state = model_state.mixinputs
-            state.preempting = frozenset(getattr(scheduler_output, "preempted_req_ids", None) or ())
+            moi = model_state.mixinputs
+            moi.preempting = frozenset(getattr(scheduler_output, "preempted_req_ids", None) or ())
             try:
                 return original_finish(self, scheduler_output, *args, **kwargs)
             finally:
-                state.preempting = frozenset()
-                state.forget(getattr(scheduler_output, "finished_req_ids", None) or ())
+                moi.preempting = frozenset()
+                moi.state.forget(getattr(scheduler_output, "finished_req_ids", None) or ())
 
         return finish_requests
 

@@ -5,7 +5,8 @@ Why: vLLM's prefix-cache key is the token ids. The KV of a MoI request's generat
     produce (and the reverse). Salting the whole request (``cache_salt``) would also stop prompt
     blocks from being shared.
 How: wrap ``generate_block_hash_extra_keys`` (engine core) to add a MoI key to every block that
-    holds a generated token of a MoI request: ``("mixinputs", beta, mode, K, prior, ...)``.
+    holds a generated token of a MoI request: ``("mixinputs", beta, mode, K, prior, ...)``, from
+    the config the front end resolved (``request_config``).
     Prompt blocks keep their plain hash and stay shared with every request; block hashes chain,
     so every later block differs too. Requests mixing the same way can still share blocks.
     The function is re-bound in each module that imported it by name.
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import sys
 from typing import Any
 
-from mixinputs.config import MoIConfig, MoIConfigError
-from mixinputs.vllm_plugin.patches import original_of
-from mixinputs.vllm_plugin.settings import PluginSettings
+from mixinputs.vllm_plugin.patches import mark_original, original_of
+from mixinputs.vllm_plugin.request_config import request_config
 
 _USERS = (
     "vllm.v1.core.kv_cache_utils",
@@ -31,7 +32,7 @@ _USERS = (
 _UNSET = object()
 
 
-def moi_cache_key(request: Any, default: MoIConfig | None) -> tuple | None:
+def moi_cache_key(request: Any) -> tuple | None:
     """The key that tells this request's mixed KV apart, or None for standard decoding."""
     cached = getattr(request, "_mixinputs_key", _UNSET)
     if cached is not _UNSET:
@@ -39,15 +40,14 @@ def moi_cache_key(request: Any, default: MoIConfig | None) -> tuple | None:
     params = getattr(request, "sampling_params", None)
     key = None
     if params is not None:
-        try:
-            config = MoIConfig.from_request(params.extra_args, default)
-        except MoIConfigError:
-            config = None  # rejected in the front end; never mixed
+        config = request_config(getattr(request, "request_id", "?"), params)
         if config is not None:
-            # Every setting of the method (mode, K, prior, region, think-end token, Cold Stop,
-            # noise and its temperature) changes what is fed.
-            key = ("mixinputs", *dataclasses.astuple(config))
-            if config.noise != "none":  # noisy KV repeats only for the same seed
+            # Every setting of the method (mode, K, prior, region, tokens, Cold Stop, noise,
+            # each family method's own) changes what is fed; a digest keeps the key short
+            # (SwiReasoning's and SeLaR's settings hold hundreds of math-token ids).
+            digest = hashlib.sha256(repr(dataclasses.astuple(config)).encode()).hexdigest()
+            key = ("mixinputs", digest)
+            if config.draws_random:  # noisy KV repeats only for the same seed
                 seed = getattr(params, "seed", None)
                 key += (("seed", seed) if seed is not None else ("request", request.request_id),)
             if config.prior == "sampling":  # the mixture depends on the sampler's settings
@@ -73,7 +73,7 @@ def moi_cache_key(request: Any, default: MoIConfig | None) -> tuple | None:
     return key
 
 
-def apply(settings: PluginSettings) -> None:
+def apply() -> None:
     import importlib
 
     utils = importlib.import_module("vllm.v1.core.kv_cache_utils")
@@ -84,13 +84,12 @@ def apply(settings: PluginSettings) -> None:
     def generate_block_hash_extra_keys(request, start_token_idx, end_token_idx, start_mm_idx):
         keys, next_mm = original(request, start_token_idx, end_token_idx, start_mm_idx)
         if end_token_idx > request.num_prompt_tokens:
-            moi_key = moi_cache_key(request, settings.default)
+            moi_key = moi_cache_key(request)
             if moi_key is not None:
                 keys = (*(keys or ()), moi_key)
         return keys, next_mm
 
-    generate_block_hash_extra_keys.__mixinputs_original__ = original
-    generate_block_hash_extra_keys.__doc__ = original.__doc__
+    mark_original(generate_block_hash_extra_keys, original)
     for name in _USERS:
         try:
             module = importlib.import_module(name)

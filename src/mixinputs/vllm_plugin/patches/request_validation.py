@@ -1,31 +1,34 @@
-"""Patch: bad MoI request fields are rejected in the front end, before the engine sees them.
+"""Patch: a request's MoI fields are validated and resolved once, in the front end.
 
-Why: a bad ``mixinputs_*`` value must come back to its sender (HTTP 400 from the server, a
-    ``ValueError`` from ``LLM.generate``) and never reach, let alone stop, the engine.
-How: wrap ``InputProcessor.process_inputs`` (process 0) to parse ``SamplingParams.extra_args``
-    with ``MoIConfig.from_request``; errors are raised as ``MoIRequestError``, which is both
-    vLLM's ``VLLMValidationError`` (mapped to HTTP 400) and a ``ValueError``. A think-end token
-    given as text (``mixinputs_think_end``, default ``</think>``) is looked up in the front end's
-    tokenizer here and written as its id into the request's own copy of the sampling params
-    (``EngineCoreRequest.sampling_params``; the caller's object is never touched), so workers
-    need no tokenizer.
-Upstream: a validation hook for ``extra_args`` in vLLM would remove this patch.
+Why: a bad ``mixinputs_*`` value must come back to its sender (HTTP 400 from the server, streamed
+    or not; a ``ValueError`` from ``LLM.generate``) and never reach, let alone stop, the engine.
+    And everything behind the front end (engine core, workers) should read one resolved form
+    instead of parsing the request again in every process.
+How: wrap ``InputProcessor.process_inputs`` (process 0; every request passes it) to resolve the
+    request: parse ``SamplingParams.extra_args`` with ``MoIConfig.from_request`` (falling back to
+    ``MIXINPUTS_BETA``'s default), refuse it when this engine cannot mix or K exceeds the
+    engine's limit, look token settings' text up in the tokenizer (``tokens.resolve_tokens``),
+    and write
+    ``MoIConfig.to_resolved()`` under ``KEY_RESOLVED`` into the engine's own copy of the
+    sampling params (``EngineCoreRequest.sampling_params``; the caller's object is untouched).
+    Errors are ``MoIRequestError``: both vLLM's ``VLLMValidationError`` (HTTP 400) and a
+    ``ValueError``. The server only calls ``process_inputs`` once its response has started to
+    stream, so ``AsyncLLM.generate`` is wrapped too: it resolves the request when it is called,
+    before the server returns a stream, and ``process_inputs`` then reuses that resolution.
+Upstream: a validation hook for ``extra_args`` in vLLM (run before a stream starts) would remove
+    this patch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mixinputs.config import (
-    DEFAULT_THINK_END,
-    KEY_REGION,
-    KEY_THINK_END,
-    KEY_TOP_K,
-    MoIConfig,
-    MoIConfigError,
-)
+from mixinputs.config import KEY_RESOLVED, KEY_TOP_K, MoIConfig, MoIConfigError
+from mixinputs.tokens import resolve_tokens
 from mixinputs.vllm_plugin.patches import wrap_method
 from mixinputs.vllm_plugin.settings import PluginSettings
+
+_CACHE = "_mixinputs_resolution"  # on a SamplingParams: (its mixinputs_* fields, resolution)
 
 
 def _error_class() -> type[Exception]:
@@ -51,76 +54,109 @@ MoIRequestError = _error_class()
 def check_request(
     params: Any, settings: PluginSettings, engine_refusal: str | None
 ) -> MoIConfig | None:
-    """Raise ``MoIRequestError`` naming the key when a request's MoI fields are unusable;
-    otherwise the request's config (None: standard decoding)."""
+    """The request's config (None: standard decoding), or ``MoIRequestError`` naming the key
+    when its MoI fields are unusable on this engine."""
     extra = getattr(params, "extra_args", None)
     asks = bool(extra) and any(str(k).startswith("mixinputs_") for k in extra)
-    if not asks and (settings.default is None or engine_refusal is None):
-        return None  # standard decoding, or the valid engine-wide default on an engine that mixes
+    if not asks and settings.default is None:
+        return None
     try:
         config = MoIConfig.from_request(extra, settings.default)
     except MoIConfigError as e:
         raise MoIRequestError(str(e)) from None
     if config is None:
         return None
-    if engine_refusal is not None:
+    if engine_refusal is not None:  # also MIXINPUTS_BETA's default: every request asks then
         raise MoIRequestError(f"this engine cannot serve MoI requests: {engine_refusal}")
-    if config.top_k is None or config.top_k > settings.max_top_k:
+    limit = settings.max_top_k
+    if config.top_k is None or config.top_k > limit:
         raise MoIRequestError(
             f"{KEY_TOP_K}={config.top_k} is out of range: this engine allows 1 to "
-            f"{settings.max_top_k} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)"
+            f"{limit} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)"
+        )
+    # The family's inputs live in the engine's K + 1 candidate columns.
+    if config.mode == "multiplex" and config.multiplex_width > limit + 1:
+        raise MoIRequestError(
+            f"mixinputs_multiplex_width={config.multiplex_width} is out of range: this engine "
+            f"allows 1 to {limit + 1} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)"
+        )
+    if config.mode == "swir" and limit < 3:
+        raise MoIRequestError(
+            f"mode 'swir' needs MIXINPUTS_MAX_TOP_K >= 3 (it feeds four tokens); this engine "
+            f"has {limit}"
         )
     return config
 
 
-def think_end_id(config: MoIConfig, tokenizer: Any, vocab_size: int | None) -> int:
-    """The think-end token's id: given as one, or the text looked up as exactly one token."""
-    value = config.think_end
-    if isinstance(value, int):
-        token = value
-    elif tokenizer is None:
+def resolve(processor: Any, params: Any, settings: PluginSettings, engine_refusal) -> dict | None:
+    """The request's resolved config (``MoIConfig.to_resolved()``), or None for standard
+    decoding; ``MoIRequestError`` for a bad one. Computed once per request: kept on ``params``
+    (a Python attribute, which no client can send and vLLM never serializes) together with the
+    fields it was computed from."""
+    extra = getattr(params, "extra_args", None) or {}
+    fields = {k: v for k, v in extra.items() if str(k).startswith("mixinputs_")}
+    cached = getattr(params, "__dict__", {}).get(_CACHE)
+    if cached is not None and cached[0] == fields:
+        return cached[1]
+    # The engine's configuration is fixed: ask once per front end, not per request.
+    if "_mixinputs_refusal" not in processor.__dict__:
+        processor._mixinputs_refusal = engine_refusal(processor.vllm_config)
+    config = check_request(params, settings, processor._mixinputs_refusal)
+    resolved = None
+    if config is not None and config.mode == "swir" and _tensor_parallel(processor) > 1:
         raise MoIRequestError(
-            f"{KEY_REGION}='thinking' needs the think-end token, and this engine has no "
-            f"tokenizer to look up {value!r}: pass its id as {KEY_THINK_END}"
+            "mode 'swir' feeds p·E over the whole vocabulary from the plain embedding matrix, "
+            "which this engine shards (tensor parallel): serve it with tensor_parallel_size 1"
         )
-    else:
-        ids = tokenizer.encode(value, add_special_tokens=False)
-        if len(ids) != 1:
-            hint = " (is this a reasoning model?)" if value == DEFAULT_THINK_END else ""
-            raise MoIRequestError(
-                f"{KEY_THINK_END}={value!r} is {len(ids)} tokens in this model's tokenizer, not "
-                f"one{hint}: name the model's think-end token, or pass its id"
-            )
-        token = int(ids[0])
-    if vocab_size is not None and token >= vocab_size:
-        raise MoIRequestError(
-            f"{KEY_THINK_END}={token} is not a token of this model (vocabulary size {vocab_size})"
-        )
-    return token
+    if config is not None:
+        try:
+            config = resolve_tokens(config, processor.tokenizer, _vocab_size(processor))
+        except MoIConfigError as e:
+            raise MoIRequestError(str(e)) from None
+        resolved = config.to_resolved()
+    if hasattr(params, "__dict__"):
+        params.__dict__[_CACHE] = (fields, resolved)
+    return resolved
 
 
 def apply(settings: PluginSettings, engine_refusal) -> None:
     """``engine_refusal(vllm_config) -> str | None`` says why an engine cannot mix at all."""
     from vllm.v1.engine.input_processor import InputProcessor
 
-    def make(original):
+    def make_process_inputs(original):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
-            # The engine's configuration is fixed: ask once per front end, not per request.
-            if "_mixinputs_refusal" not in self.__dict__:
-                self._mixinputs_refusal = engine_refusal(self.vllm_config)
-            config = check_request(params, settings, self._mixinputs_refusal)
-            think_end = None
-            if config is not None and config.needs_think_end:
-                think_end = think_end_id(config, self.tokenizer, _vocab_size(self))
+            resolved = resolve(self, params, settings, engine_refusal)
             request = original(self, request_id, prompt, params, *args, **kwargs)
-            if think_end is not None:  # the request's own copy of the params, read by workers
+            if resolved is not None:  # the request's own copy of the params, read by the engine
                 own = request.sampling_params
-                own.extra_args = {**(own.extra_args or {}), KEY_THINK_END: think_end}
+                own.extra_args = {**(own.extra_args or {}), KEY_RESOLVED: resolved}
             return request
 
         return process_inputs
 
-    wrap_method(InputProcessor, "process_inputs", make)
+    wrap_method(InputProcessor, "process_inputs", make_process_inputs)
+    try:
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError:  # a build without the async engine: offline use only
+        return
+
+    def make_generate(original):
+        # ``generate`` is an async generator function: calling it runs nothing until the server
+        # iterates it, inside a response that has already started (HTTP 200). Resolve first.
+        def generate(self, prompt, sampling_params, *args, **kwargs):
+            processor = getattr(self, "input_processor", None)
+            if processor is not None and hasattr(sampling_params, "extra_args"):
+                resolve(processor, sampling_params, settings, engine_refusal)
+            return original(self, prompt, sampling_params, *args, **kwargs)
+
+        return generate
+
+    wrap_method(AsyncLLM, "generate", make_generate)
+
+
+def _tensor_parallel(processor: Any) -> int:
+    parallel = getattr(processor.vllm_config, "parallel_config", None)
+    return int(getattr(parallel, "tensor_parallel_size", 1) or 1)
 
 
 def _vocab_size(processor: Any) -> int | None:

@@ -1,0 +1,116 @@
+"""Replay what an engine did for one request against the authors' own step rules.
+
+An engine (``mixinputs.hf`` or a vLLM worker) records, per step of one request: the logits its
+method read, the token drawn, the token emitted and the input fed next. The authors' rule
+(``tests/reference_methods.py``) then runs over the same logits and draws, carrying its own
+state over the whole generation: the tokens must be the same at every step and the inputs equal
+to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from mixinputs.config import MoIConfig
+from mixinputs.mixing import method_rows, multiplex_candidates
+from tests.reference_methods import (
+    MultiplexParams,
+    MultiplexState,
+    SelarParams,
+    SwirParams,
+    SwirState,
+    multiplex_reference_step,
+    selar_reference_step,
+    swir_reference_step,
+)
+
+
+class Step(NamedTuple):
+    position: int
+    prior: torch.Tensor  # [V] the logits the method read (swir: raw; selar, multiplex: the
+    #                      sampler's, after temperature; multiplex: cut to its top-k / top-p)
+    sampled: int  # the token drawn
+    emitted: int  # the token emitted
+    fed: torch.Tensor  # [D] the input fed next
+
+
+def check(
+    steps: list[Step], config: MoIConfig, table: torch.Tensor, seed: int, top_k: int, top_p: float
+) -> dict:
+    """Run the authors' rule for ``config.mode`` over ``steps`` (in order, from output 0);
+    returns counts of what happened (latent steps, switches, gates, ...)."""
+    assert [s.position for s in steps] == list(range(len(steps))), "steps must start at 0"
+    table = table.float()
+    counts = {"steps": len(steps), "latent": 0, "switches": 0}
+    if config.mode == "swir":
+        params = SwirParams(
+            think_start_id=config.think_start,
+            think_end_id=config.think_end,
+            linebreak_id=config.swir_linebreak,
+            eos_id=config.eos,
+            alpha0=config.swir_alpha,
+            beta0=config.swir_beta,
+            window=config.swir_window,
+            max_switch_count=config.swir_max_switches,
+            convergence_ids=tuple(config.swir_convergence),
+            termination_ids=tuple(config.swir_termination),
+            termination_max_tokens=config.swir_answer_tokens,
+            max_new_tokens=config.swir_ramp_tokens,
+            math_ids=frozenset(config.plain_ids if config.plain_math else ()),
+        )
+        state = SwirState()
+        for s in steps:
+            fed, new, token = swir_reference_step(s.prior.float(), s.sampled, state, params, table)
+            _same(s, token, fed)
+            counts["latent"] += new.mode == 0
+            counts["switches"] += new.mode != state.mode and s.position > 0
+            state = new
+    elif config.mode == "selar":
+        params = SelarParams(
+            topk=config.top_k,
+            entropy_threshold=config.selar_threshold,
+            contrastive_weight=config.selar_contrast,
+            temperature=1.0,  # the recorded logits are already divided by the temperature
+            top_k=top_k,
+            top_p=top_p,
+            math_ids=frozenset(config.plain_ids if config.plain_math else ()),
+        )
+        for s in steps:
+            fed, _, token = selar_reference_step(s.prior.float(), s.sampled, None, params, table)
+            _same(s, token, fed)
+            counts["latent"] += not torch.equal(fed, table[token])
+    elif config.mode == "multiplex":
+        params = MultiplexParams(
+            think_end_id=config.think_end,
+            width=config.multiplex_width,
+            temperature=1.0,  # already divided, and already cut to the sampler's top-k / top-p
+            weighted=config.multiplex_weighted,
+        )
+        state = MultiplexState()
+        for s in steps:
+            # The K draws are the engine's own (counter-based, keyed by seed and position):
+            # draw 1 is the sampled token, draws 2..K come from the same distribution.
+            rows = method_rows([config], [s.position], [seed])
+            width = config.multiplex_width
+            ids, _ = multiplex_candidates(
+                torch.tensor([s.sampled]), s.prior.float()[None], rows, width - 1, width
+            )
+            fed, new, token = multiplex_reference_step(
+                s.prior.float(), ids[0], state, params, table
+            )
+            _same(s, token, fed)
+            counts["latent"] += state.in_thinking
+            counts["switches"] += new.in_thinking != state.in_thinking
+            state = new
+    else:
+        raise ValueError(f"no authors' rule for mode {config.mode!r}")
+    return counts
+
+
+def _same(step: Step, token: int, fed: torch.Tensor) -> None:
+    assert step.emitted == token, (step.position, step.emitted, token)
+    # float32 rounding: SwiReasoning's p·E sums the whole vocabulary (49,152 terms here) in
+    # another order than the reference's matrix product, about 1e-4 apart at worst.
+    torch.testing.assert_close(step.fed.float(), fed, rtol=1e-3, atol=2e-4)

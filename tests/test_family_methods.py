@@ -1,0 +1,311 @@
+"""SwiReasoning, SeLaR and Multiplex Thinking in ``mixinputs.mixing``, against transcriptions of
+the authors' own step rules (``tests/reference_methods.py``), step by step, token for token.
+
+The engines (vLLM, transformers) run these same functions; ``test_vllm_methods.py`` and
+``test_hf.py`` check them on the embedded model against the same transcriptions.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mixinputs.config import MoIConfig, MoIConfigError
+from mixinputs.mixing import (
+    FAMILY_CODES,
+    dense_inputs,
+    fresh_state,
+    mask_top_k_top_p,
+    method_rows,
+    mix_step,
+    row_settings,
+)
+from tests.reference_methods import (
+    MultiplexParams,
+    MultiplexState,
+    SelarParams,
+    SwirParams,
+    SwirState,
+    authors_sampling_filter,
+    authors_sampling_probs,
+    multiplex_reference_step,
+    selar_reference_step,
+    swir_reference_step,
+)
+
+VOCAB, DIM, WIDTH = 64, 16, 20
+THINK_START, THINK_END, LINEBREAK, EOS, MATH = 1, 2, 3, 0, 7
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(2026)
+
+
+@pytest.fixture
+def table(gen):
+    return torch.randn(VOCAB, DIM, generator=gen)
+
+
+def logits_at(gen, step: int) -> torch.Tensor:
+    # Alternate peaked and flat steps, so every switch and gate fires both ways.
+    scale = 6.0 if step % 3 == 0 else 0.5
+    return torch.randn(VOCAB, generator=gen) * scale
+
+
+def plain_mask() -> torch.Tensor:
+    mask = torch.zeros(VOCAB, dtype=torch.bool)
+    mask[MATH] = True
+    return mask
+
+
+# -- SwiReasoning --------------------------------------------------------------------------------
+SWIR = MoIConfig(
+    mode="swir",
+    think_end=THINK_END,
+    think_start=THINK_START,
+    swir_linebreak=LINEBREAK,
+    swir_window=2,
+    swir_max_switches=1,
+    swir_convergence=(THINK_END,),
+    swir_termination=(THINK_END, 5, 6),
+    swir_answer_tokens=4,
+    swir_ramp_tokens=60,
+    eos=EOS,
+    plain_ids=(MATH,),
+)
+SWIR_PARAMS = SwirParams(
+    think_start_id=THINK_START,
+    think_end_id=THINK_END,
+    linebreak_id=LINEBREAK,
+    eos_id=EOS,
+    window=2,
+    max_switch_count=1,
+    convergence_ids=(THINK_END,),
+    termination_ids=(THINK_END, 5, 6),
+    termination_max_tokens=4,
+    max_new_tokens=60,
+    math_ids=frozenset({MATH}),
+)
+
+
+def assert_same_swir_state(ours, ref: SwirState) -> None:
+    assert bool(ours.swir_explicit) == (ref.mode == 1)
+    assert int(ours.swir_stay) == ref.stay
+    assert float(ours.swir_ref) == pytest.approx(ref.ref, rel=1e-6)
+    assert bool(ours.swir_locked) == ref.locked
+    assert int(ours.swir_switches) == ref.switch_count
+    assert (int(ours.swir_queue) > 0) == ref.injecting
+    sequence = (
+        SWIR_PARAMS.convergence_ids if int(ours.swir_queue) == 1 else (SWIR_PARAMS.termination_ids)
+    )
+    left = sequence[int(ours.swir_queue_pos) :] if int(ours.swir_queue) else ()
+    assert tuple(left) == ref.queue
+    assert int(ours.swir_budget) == ref.budget
+
+
+def test_swir_follows_the_authors_step_rule(gen, table):
+    """60 steps with a window of 2 and a cap of 1: latent and explicit switches, blends, the
+    convergence and termination injections, and the answer budget, all as the authors' loop."""
+    state, ref = fresh_state(1), SwirState()
+    seen = {"to_explicit": 0, "injected": 0, "latent": 0, "plain_math": 0}
+    ended_at = None
+    for t in range(60):
+        logits = logits_at(gen, t)
+        if t % 11 == 5:
+            logits[MATH] = 30.0  # a math token: fed as itself
+        y = int(torch.multinomial(authors_sampling_probs(logits), 1, generator=gen))
+        if ended_at is not None:  # the original stopped; engines emit EOS at the next step
+            rows = method_rows([SWIR], [t], [0])
+            _, step, _ = mix_step(logits[None], torch.tensor([y]), table, rows, state, WIDTH)
+            assert int(step.sampled) == EOS and bool(step.forced)
+            break
+        h_ref, new_ref, token_ref = swir_reference_step(logits, y, ref, SWIR_PARAMS, table)
+        rows = method_rows([SWIR], [t], [0])
+        h, step, _ = mix_step(
+            logits[None], torch.tensor([y]), table, rows, state, WIDTH, plain_mask=plain_mask()
+        )
+        assert int(step.sampled) == token_ref, t
+        torch.testing.assert_close(h[0], h_ref, rtol=1e-5, atol=1e-6)
+        assert_same_swir_state(step.state, new_ref)
+        seen["to_explicit"] += new_ref.mode == 1 and ref.mode == 0 and t > 0
+        seen["injected"] += token_ref != y
+        seen["latent"] += new_ref.mode == 0
+        if token_ref == MATH:  # a math token is fed as itself, latent or not
+            assert torch.equal(h[0], table[MATH])
+            seen["plain_math"] += 1
+        state, ref = step.state, new_ref
+        if new_ref.finished:
+            ended_at = t
+    assert ended_at is not None, "the answer budget never ran out"
+    assert all(seen.values()), seen
+
+
+def test_swir_starts_latent_with_the_line_break_blend(gen, table):
+    logits = logits_at(gen, 1)  # flat: the first step is latent
+    rows = method_rows([SWIR], [0], [0])
+    h, step, _ = mix_step(logits[None], torch.tensor([9]), table, rows, fresh_state(1), WIDTH)
+    soft = torch.softmax(logits, -1) @ table
+    torch.testing.assert_close(h[0], 0.9 * soft + 0.1 * table[LINEBREAK])
+    assert float(step.dense) == pytest.approx(0.9)
+    assert float(step.state.swir_ref) == pytest.approx(
+        float(-(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum())
+    )
+
+
+# -- SeLaR ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tau", [0.5, 0.7])
+def test_selar_follows_the_authors_step_rule(gen, table, tau):
+    params = SelarParams(entropy_threshold=tau, math_ids=frozenset({MATH}))
+    config = MoIConfig(mode="selar", selar_threshold=tau, plain_ids=(MATH,))
+    gated = 0
+    for t in range(40):
+        logits = logits_at(gen, t)
+        # Our prior: the distribution the token is drawn from (temperature, top-k, top-p).
+        prior = authors_sampling_filter(logits / 0.6, 20, 0.95)
+        y = int(torch.multinomial(torch.softmax(prior, -1), 1, generator=gen))
+        h_ref, _, token = selar_reference_step(logits, y, None, params, table)
+        rows = method_rows([config], [t], [0])
+        h, step, _ = mix_step(
+            prior[None], torch.tensor([y]), table, rows, fresh_state(1), WIDTH,
+            torch.tensor([3]), plain_mask(),
+        )  # fmt: skip
+        assert int(step.sampled) == token == y
+        torch.testing.assert_close(h[0], h_ref, rtol=1e-5, atol=1e-6)
+        gated += not torch.equal(h_ref, table[y])
+    assert 0 < gated < 40
+
+
+# -- Multiplex -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("weighted", [True, False])
+def test_multiplex_follows_the_authors_step_rule(gen, table, weighted):
+    params = MultiplexParams(think_end_id=THINK_END, weighted=weighted)
+    config = MoIConfig(mode="multiplex", think_end=THINK_END, multiplex_weighted=weighted)
+    state, ref = fresh_state(1), MultiplexState()
+    for t in range(30):
+        logits = logits_at(gen, t)
+        if t == 20:
+            logits[THINK_END] = 50.0  # the visible draw ends thinking
+        y = int(torch.multinomial(params.sampling_probs(logits), 1, generator=gen))
+        rows = method_rows([config], [t], [4])
+        h, step, _ = mix_step(logits[None], torch.tensor([y]), table, rows, state, WIDTH)
+        draws = step.ids[0, :3] if ref.in_thinking else torch.tensor([y, y, y])
+        assert int(draws[0]) == y
+        h_ref, ref, token = multiplex_reference_step(logits, draws, ref, params, table)
+        assert int(step.sampled) == token
+        torch.testing.assert_close(h[0], h_ref, rtol=1e-5, atol=1e-6)
+        assert bool(step.state.thinking) == ref.in_thinking
+        state = step.state
+    assert not ref.in_thinking
+
+
+def test_multiplex_draws_follow_the_distribution_and_the_seed():
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1, 1e-9]]))
+    config = MoIConfig(mode="multiplex", multiplex_width=4, region="all")
+    counts = torch.zeros(4)
+    for seed in range(500):
+        rows = method_rows([config], [0], [seed])
+        _, step, _ = mix_step(logits, torch.tensor([0]), torch.eye(4), rows, fresh_state(1), 3)
+        counts += torch.bincount(step.ids[0, 1:4], minlength=4).float()
+    freq = counts / counts.sum()
+    assert torch.allclose(freq[:3], torch.tensor([0.6, 0.3, 0.1]), atol=0.04), freq
+    again = method_rows([config], [0], [7])
+    a = mix_step(logits, torch.tensor([0]), torch.eye(4), again, fresh_state(1), 3)[1].ids
+    b = mix_step(logits, torch.tensor([0]), torch.eye(4), again, fresh_state(1), 3)[1].ids
+    assert torch.equal(a, b)
+
+
+def test_masks_over_the_vocabulary_keep_what_the_sampler_keeps():
+    logits = torch.tensor([[4.0, 3.0, 3.0, 1.0, 0.0, -1.0]])
+    cut = mask_top_k_top_p(logits, torch.tensor([2]), torch.tensor([1.0]))
+    assert torch.isfinite(cut).tolist() == [[True, True, True, False, False, False]]  # ties kept
+    probs = torch.softmax(logits, -1)[0]
+    p = float(probs[0] + probs[1]) - 1e-4
+    cut = mask_top_k_top_p(logits, torch.tensor([0]), torch.tensor([p]))
+    assert torch.isfinite(cut).sum() == 3  # the token that crosses p stays (with its tie)
+
+
+# -- every method side by side ---------------------------------------------------------------
+def test_a_family_row_is_bit_identical_alone_and_in_a_mixed_batch(gen, table):
+    configs = [
+        SWIR,
+        MoIConfig(mode="selar", plain_ids=(MATH,)),
+        MoIConfig(mode="multiplex", think_end=THINK_END),
+        MoIConfig(beta=1.0),
+        MoIConfig(mode="soft", noise="gumbel"),
+    ]
+    m = len(configs)
+    logits = torch.stack([logits_at(gen, t) for t in range(m)])
+    sampled = torch.randint(8, VOCAB, (m,), generator=gen)
+    positions, seeds = [3, 1, 2, 5, 4], [10, 11, 12, 13, 14]
+    state = fresh_state(m)._replace(
+        swir_ref=torch.full((m,), 2.0),
+        swir_stay=torch.full((m,), 3),
+        thinking=torch.ones(m, dtype=torch.bool),
+    )
+    rows = method_rows(configs, positions, seeds)
+    row_k = torch.tensor([c.top_k for c in configs])
+    h, step, w = mix_step(logits, sampled, table, rows, state, WIDTH, row_k, plain_mask())
+    for b in range(m):
+        sl = slice(b, b + 1)
+        alone = method_rows([configs[b]], [positions[b]], [seeds[b]])
+        one_state = type(state)(*(x[sl] for x in state))
+        h1, step1, w1 = mix_step(
+            logits[sl], sampled[sl], table, alone, one_state, WIDTH, row_k[sl], plain_mask()
+        )
+        assert torch.equal(h1, h[sl]), configs[b].name
+        assert torch.equal(w1, w[sl]), configs[b].name
+        for ours, theirs in zip(step1.state, step.state, strict=True):
+            assert torch.equal(ours, theirs[sl]), configs[b].name
+
+
+def test_dense_inputs_do_not_depend_on_the_number_of_rows(gen, table):
+    logits = torch.randn(12, VOCAB, generator=gen)
+    all_rows = dense_inputs(logits, table)
+    for m in (1, 2, 5, 12):
+        assert torch.equal(dense_inputs(logits[:m], table), all_rows[:m]), m
+
+
+def test_greedy_sampling_methods_feed_the_sampled_token():
+    """A greedy request's sampling distribution is a point mass: SeLaR and Multiplex feed E[y]."""
+    for config in (MoIConfig(mode="selar"), MoIConfig(mode="multiplex", think_end=THINK_END)):
+        row = row_settings(config, greedy=True)
+        assert row.family == 0 and row.beta == float("inf")
+    assert row_settings(SWIR, greedy=True).family == FAMILY_CODES["swir"]
+
+
+# -- settings -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"mixinputs_mode": "swir", "mixinputs_swir_window": 0}, "mixinputs_swir_window"),
+        ({"mixinputs_mode": "swir", "mixinputs_swir_alpha": 1.5}, "mixinputs_swir_alpha"),
+        ({"mixinputs_mode": "swir", "mixinputs_swir_max_switches": -1}, "max_switches"),
+        ({"mixinputs_mode": "swir", "mixinputs_swir_convergence": []}, "swir_convergence"),
+        ({"mixinputs_mode": "swir", "mixinputs_think_start": -3}, "mixinputs_think_start"),
+        ({"mixinputs_mode": "swir", "mixinputs_region": "thinking"}, "mixinputs_region"),
+        ({"mixinputs_mode": "swir", "mixinputs_prior": "sampling"}, "mixinputs_prior"),
+        ({"mixinputs_mode": "selar", "mixinputs_selar_threshold": 2}, "selar_threshold"),
+        ({"mixinputs_mode": "selar", "mixinputs_selar_contrast": -1}, "selar_contrast"),
+        ({"mixinputs_mode": "selar", "mixinputs_noise": "gumbel"}, "mixinputs_noise"),
+        ({"mixinputs_mode": "multiplex", "mixinputs_multiplex_width": 0}, "multiplex_width"),
+        ({"mixinputs_mode": "multiplex", "mixinputs_multiplex_weighted": 1}, "weighted"),
+        ({"mixinputs_mode": "moi", "mixinputs_swir_window": 4}, "mixinputs_swir_window"),
+        ({"mixinputs_mode": "multiplex", "mixinputs_plain_math": False}, "plain_math"),
+    ],
+)
+def test_bad_family_settings_name_their_key(fields, key):
+    with pytest.raises(MoIConfigError, match=key):
+        MoIConfig.from_request(fields)
+
+
+def test_family_defaults_are_the_authors_released_ones():
+    swir = MoIConfig.from_request({"mixinputs_mode": "swir"})
+    assert (swir.swir_alpha, swir.swir_beta, swir.swir_window) == (1.0, 0.7, 512)
+    assert swir.swir_max_switches is None and swir.swir_answer_tokens == 32
+    assert swir.swir_linebreak == "\\n" and swir.think_start == "<think>"
+    selar = MoIConfig.from_request({"mixinputs_mode": "selar"})
+    assert (selar.top_k, selar.selar_threshold, selar.selar_contrast) == (3, 0.5, 1.0)
+    assert selar.prior == "sampling" and selar.region == "all"
+    mux = MoIConfig.from_request({"mixinputs_mode": "multiplex"})
+    assert (mux.multiplex_width, mux.multiplex_weighted, mux.region) == (3, True, "thinking")
