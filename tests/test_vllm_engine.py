@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.vllm_support import (
+    PROMPTS,
     embedding_weight,
     require_vllm,
     run_engine_subprocess,
@@ -24,12 +25,6 @@ from mixinputs import mix_embeddings  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-PROMPTS = [
-    "The capital of France is",
-    "Write a short poem about the sea:",
-    "1, 2, 3, 4,",
-    "Question: what is 17 + 25? Answer:",
-]
 LONG_PROMPT = " ".join(f"Item {i} is a word about colour number {i}." for i in range(60))
 MOI = {"mixinputs_beta": 1.0}
 

@@ -12,6 +12,7 @@ import torch
 
 from mixinputs.mixing import MethodRows
 from tests.vllm_support import (
+    PROMPTS,
     check_step_record,
     embedding_weight,
     require_vllm,
@@ -28,12 +29,6 @@ from vllm import SamplingParams  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-PROMPTS = [
-    "The capital of France is",
-    "Write a short poem about the sea:",
-    "1, 2, 3, 4,",
-    "Question: what is 17 + 25? Answer:",
-]
 NEVER = 100  # a token id the model does not emit here: the thinking region stays open
 # SwiReasoning's and SeLaR's sampling recipe (their run.py: T 0.6, top-k 20, top-p 0.95).
 RECIPE = {"temperature": 0.6, "top_k": 20, "top_p": 0.95}

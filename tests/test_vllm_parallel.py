@@ -27,19 +27,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.vllm_support import model_path, openai_server, require_vllm, shutdown, token_ids
+from tests.vllm_support import PROMPTS, model_path, openai_server, require_vllm, shutdown, token_ids
 
 vllm = require_vllm()
 from vllm import LLM, SamplingParams  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-PROMPTS = [
-    "The capital of France is",
-    "Write a short poem about the sea:",
-    "1, 2, 3, 4,",
-    "Question: what is 17 + 25? Answer:",
-]
 TOKENS = 32
 COMPARED_STEPS = 8  # MoI mixtures compared with TP=1's on each request's first steps
 ENGINE = {

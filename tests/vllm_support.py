@@ -19,6 +19,13 @@ os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 HERE = Path(__file__).parent
 KV_CACHE_BYTES = 512 << 20
+# The engine modules' four prompts (of different lengths, one a counting pattern).
+PROMPTS = [
+    "The capital of France is",
+    "Write a short poem about the sea:",
+    "1, 2, 3, 4,",
+    "Question: what is 17 + 25? Answer:",
+]
 ENGINE_DEFAULTS = {
     # float32 on every CPU: the tests compare fed mixtures and tokens with the float32 reference
     # (bf16, where a CPU has it, rounds ties differently in the fused and reference steps).

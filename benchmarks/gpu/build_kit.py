@@ -22,7 +22,6 @@ benchmarks/gpu/README.md says what each piece holds, what was dropped and why th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -30,6 +29,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kit import sha256  # the receiving side checks the pieces with the same function
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -138,13 +139,6 @@ def check_deps_not_in_image() -> None:
     if both:
         sys.exit(f"build_kit: in the image already, drop from DEPS: {both}")
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def prune(site: Path) -> dict[str, int]:

@@ -280,10 +280,10 @@ def _add_bench(sub) -> None:
         default=None,
         help="mixing arms measured side by side with standard and vanilla (default moi), "
         "comma-separated method specs as in `eval run --method`, e.g. "
-        "moi,direct,soft,soft+gumbel,moi@thinking; moi-mode arms without :beta= take --beta; a "
-        "thinking region without think_end= gets the model's last vocabulary id as its "
-        "think-end token, which greedy decoding of the bench prompt never emits, so the region "
-        "stays open for the whole run",
+        "moi,direct,soft,soft+gumbel,moi@thinking,swir,selar,multiplex:k=3; moi-mode arms "
+        "without :beta= take --beta; a thinking region (and swir's think tokens) without an id "
+        "gets ids greedy decoding of the bench prompt never emits (the think-end: the model's "
+        "last vocabulary id), so the region stays open for the whole run",
     )
     bench.add_argument(
         "--dtype",
@@ -318,13 +318,19 @@ METHODS_HELP = """\
 methods (--method, comma-separated; standard decoding always runs as the baseline):
   standard
   MODE[+NOISE][@REGION][:key=value]...
-    MODE    moi (Mixture of Inputs), direct (direct mixture), soft (Soft Thinking)
+    MODE    moi (Mixture of Inputs), direct (direct mixture), soft (Soft Thinking),
+            swir (SwiReasoning), selar (SeLaR), multiplex (Multiplex Thinking)
     NOISE   dirichlet | gumbel (noisy weights; moi and soft only)
-    REGION  all (default) | thinking (mix only until the think-end token, </think>)
+    REGION  all | thinking (mix only until the think-end token, </think>); the default is
+            all, multiplex's thinking
     key     beta, top_k, prior, think_end, cold_stop_entropy, cold_stop_steps,
-            noise_temperature (the request keys without mixinputs_)
+            noise_temperature, and each family method's own (think_start, swir_window,
+            swir_max_switches, swir_linebreak, selar_threshold, multiplex_width, ...): the
+            request keys without mixinputs_; k is the mode's K (multiplex: multiplex_width)
   examples: moi  direct  soft  soft+gumbel  moi+dirichlet  moi@thinking  moi:beta=2
             soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=256
+            swir  swir:swir_max_switches=2  selar:selar_threshold=0.7  multiplex:k=3
+  A model without <think> / </think> tokens takes their ids (think_end=ID, think_start=ID).
   A moi-mode method without :beta= runs once per --beta (moi, moi@thinking, ...); --direct
   adds direct. Reports label each method by its name plus its non-default options, e.g.
   moi@thinking(think_end=151668); a label is itself a spec (quote the parentheses).

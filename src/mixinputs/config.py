@@ -69,7 +69,7 @@ SWIR_LINEBREAK = "\\n"
 token spelled backslash + n (1699 in Qwen vocabularies), not the newline token."""
 SWIR_CONVERGENCE = "</think>"
 SWIR_TERMINATION = "</think>\n\nThe final answer is"
-MAX_QUEUE = 8
+MAX_QUEUE = 16
 """The longest convergence / termination token sequence SwiReasoning can inject."""
 # SeLaR's released run (github Parker-rfu/SeLaReasoning, scripts/run.py 261-262 @ 1198a74):
 # k 3, tau 0.5; the contrastive weight is the function default 1.0.
@@ -339,12 +339,12 @@ class MoIConfig:
         if self.needs_think_end:
             fields["think_end"] = self.think_end
         if self.mode == "swir":
-            fields.update(
-                think_start=self.think_start,
-                swir_linebreak=self.swir_linebreak,
-                swir_convergence=self.swir_convergence,
-                swir_termination=self.swir_termination,
-            )
+            fields.update(think_start=self.think_start, swir_linebreak=self.swir_linebreak)
+            if self.swir_max_switches is not None:  # the phrases are injected under a cap only
+                fields.update(
+                    swir_convergence=self.swir_convergence,
+                    swir_termination=self.swir_termination,
+                )
         return fields
 
     @property

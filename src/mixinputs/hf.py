@@ -300,7 +300,10 @@ class MoIHandle:
         rows = self._rows._replace(position=torch.full_like(self._rows.position, self._position))
         family = None
         if self.config.mode in FAMILY_MODES:
-            family = FamilyInputs(prior, self._plain_mask, self.config.multiplex_width - 1)
+            family = FamilyInputs(
+                prior, self._plain_mask, self.config.multiplex_width - 1,
+                frozenset({self.config.mode}),
+            )  # fmt: skip
         before = self.state
         step = apply_methods(cands, rows, before, family)
         self.state = step.state
@@ -308,7 +311,7 @@ class MoIHandle:
         embeds = module.forward(step.ids.to(_device_of(module)))  # [B, K+1, D]
         mixed = (step.weights.to(embeds.device).unsqueeze(-1) * embeds.float()).sum(dim=1)
         if self.config.mode == "swir":  # plus its share of the full-vocabulary input p·E
-            dense = dense_inputs(prior, self._embedding_table(module))
+            dense = dense_inputs(step.probs, self._embedding_table(module))
             mixed = mixed + step.dense.to(mixed.device)[:, None] * dense.to(mixed.device)
         mixed = mixed.to(embeds.dtype)
         for observer in self.observers:  # tests and debugging

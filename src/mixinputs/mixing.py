@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import torch
 
-from mixinputs.config import DEFAULT_TOP_K, parse_beta, parse_top_k
+from mixinputs.config import DEFAULT_TOP_K, MAX_QUEUE, parse_beta, parse_top_k
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -408,7 +408,7 @@ NOISE_CODES = {"none": 0, "dirichlet": 1, "gumbel": 2}
 FAMILY_CODES = {"none": 0, "swir": 1, "selar": 2, "multiplex": 3}
 NO_THINK_END = -1  # think_end of a row that mixes every output token (region "all")
 NO_TOKEN = -1  # an unset token id setting
-QUEUE = 8  # SwiReasoning's longest convergence / termination sequence (config.MAX_QUEUE)
+QUEUE = MAX_QUEUE  # SwiReasoning's longest convergence / termination sequence
 _GAMMA_TRIES = 6  # Marsaglia-Tsang proposals per Gamma draw (each accepted with p >= 0.95)
 _DRAWS = 1 << 20  # counter draw indices of Multiplex's samples (noise uses 0 .. 3·_GAMMA_TRIES)
 
@@ -493,6 +493,7 @@ class MethodStep(NamedTuple):
     forced: torch.Tensor  # [M] bool: the sampled token was replaced (Cold Stop, SwiReasoning)
     weights: torch.Tensor  # [M, C] float32: h = Σ_c weights[c] · E[ids[c]] + dense · p·E
     dense: torch.Tensor  # [M] float32: the share of the full-vocabulary input p·E (swir)
+    probs: torch.Tensor | None = None  # [M, V] softmax(prior): the p of p·E (swir steps only)
 
 
 class RowSettings(NamedTuple):
@@ -662,6 +663,8 @@ class FamilyInputs(NamedTuple):
     #                       selar, multiplex: the sampler's, cut to its top-k / top-p)
     plain_mask: torch.Tensor | None  # [V] bool: the math-symbol tokens (None: none)
     draws: int  # Multiplex draws beyond the sampled token to make (the batch's largest K - 1)
+    modes: frozenset[str] | None = None  # the family modes some row runs (None: all of them);
+    #                                      the others are not computed (host-known per step)
 
 
 def apply_methods(
@@ -738,33 +741,40 @@ def _family(
 ) -> MethodStep:
     """Each family row's step in place of the MoI-style one (every row is computed, each
     method's result taken where the row runs it: no row depends on another)."""
-    swir, selar, mux = (rows.family == FAMILY_CODES[m] for m in ("swir", "selar", "multiplex"))
     k = step.ids.shape[1] - 1
     y = step.ids[:, k]
-    plain = torch.zeros_like(swir)
-    if family.plain_mask is not None:
-        plain = rows.plain_math & family.plain_mask[y.clamp(min=0)]
-    # SeLaR (selar_step): its weights over the same candidates.
-    selar_w = selar_weights(step, rows, plain)
-    # Multiplex (multiplex_candidates): K draws, only while in the region.
-    mux_ids, mux_w = multiplex_candidates(y, family.prior, rows, family.draws, k + 1)
-    mux = mux & active
-    # SwiReasoning (swir_step): its own columns, dense share, emitted token and state.
+    present = family.modes if family.modes is not None else FAMILY_CODES.keys()
+    ids, weights = step.ids, step.weights
+    if "selar" in present:  # its weights over the same candidates
+        selar = (rows.family == FAMILY_CODES["selar"])[:, None]
+        weights = torch.where(selar, selar_weights(step, rows, _plain(rows, y, family)), weights)
+    if "multiplex" in present:  # K draws, only while in the region
+        mux = ((rows.family == FAMILY_CODES["multiplex"]) & active)[:, None]
+        mux_ids, mux_w = multiplex_candidates(y, family.prior, rows, family.draws, k + 1)
+        ids, weights = torch.where(mux, mux_ids, ids), torch.where(mux, mux_w, weights)
+    if "swir" not in present:
+        return step._replace(ids=ids, weights=weights)
+    # SwiReasoning: its own columns, share of p·E, emitted token and state.
+    swir = rows.family == FAMILY_CODES["swir"]
     sw = swir_step(y, family.prior, rows, state, family.plain_mask, k + 1)
-    ids = torch.where(swir[:, None], sw.ids, torch.where(mux[:, None], mux_ids, step.ids))
-    weights = torch.where(selar[:, None], selar_w, step.weights)
-    weights = torch.where(swir[:, None], sw.weights, torch.where(mux[:, None], mux_w, weights))
-    new_state = RegionState(
-        *(torch.where(swir, a, b) for a, b in zip(sw.state, step.state, strict=True))
-    )
     return step._replace(
-        ids=ids,
+        ids=torch.where(swir[:, None], sw.ids, ids),
         sampled=torch.where(swir, sw.sampled, step.sampled),
-        state=new_state,
+        state=RegionState(
+            *(torch.where(swir, a, b) for a, b in zip(sw.state, step.state, strict=True))
+        ),
         forced=torch.where(swir, sw.sampled != y, step.forced),
-        weights=weights,
+        weights=torch.where(swir[:, None], sw.weights, weights),
         dense=torch.where(swir, sw.dense, step.dense),
+        probs=sw.probs,
     )
+
+
+def _plain(rows: MethodRows, y: torch.Tensor, family: FamilyInputs) -> torch.Tensor:
+    """[M] bool: the row feeds a math-symbol token as itself."""
+    if family.plain_mask is None:
+        return torch.zeros_like(rows.plain_math)
+    return rows.plain_math & family.plain_mask[y.clamp(min=0)]
 
 
 def selar_weights(step: MethodStep, rows: MethodRows, plain: torch.Tensor) -> torch.Tensor:
@@ -827,6 +837,7 @@ class SwirStep(NamedTuple):
     dense: torch.Tensor  # [M]
     sampled: torch.Tensor  # [M] the emitted token
     state: RegionState
+    probs: torch.Tensor  # [M, V] softmax(raw), the p of p·E
 
 
 def swir_step(
@@ -874,7 +885,7 @@ def swir_step(
     token = torch.where(ended, rows.eos, token)
     # 2. The entropy trend.
     p = torch.softmax(raw.float(), dim=-1)
-    h = -(p * torch.log(p.clamp(min=1e-12))).sum(dim=-1)
+    h = -(p * torch.log(p.clamp(min=1e-12))).sum(dim=-1)  # as the authors (xlogy is slower)
     stay = torch.where(first, s.swir_stay, s.swir_stay + 1)
     to_explicit = ~first & ~s.swir_explicit & (h < s.swir_ref)
     to_latent = ~first & s.swir_explicit & (h > s.swir_ref) & (stay >= rows.swir_window) & ~locked
@@ -930,11 +941,12 @@ def swir_step(
         swir_queue_pos=queue_pos,
         swir_budget=budget,
     )
-    return SwirStep(ids, weights, dense, token, new_state)
+    return SwirStep(ids, weights, dense, token, new_state, p)
 
 
-def dense_inputs(prior: torch.Tensor, embedding: torch.Tensor, min_rows: int = 8) -> torch.Tensor:
-    """``softmax(prior) @ embedding``: [M, D] float32, SwiReasoning's latent input.
+def dense_inputs(probs: torch.Tensor, embedding: torch.Tensor, min_rows: int = 8) -> torch.Tensor:
+    """``probs @ embedding``: [M, D] float32, SwiReasoning's latent input (``probs`` [M, V] the
+    softmax of the raw logits, ``MethodStep.probs``).
 
     The product runs on at least ``min_rows`` rows (zero rows pad it): a matrix library picks a
     matrix-vector kernel for one or two rows, whose sums differ from its matrix kernel's in the
@@ -942,8 +954,7 @@ def dense_inputs(prior: torch.Tensor, embedding: torch.Tensor, min_rows: int = 8
     Engines pass a fixed row count. The probabilities are cast to the embedding's dtype (as the
     authors' bf16 loop does), and the products accumulate in float32.
     """
-    m = prior.shape[0]
-    probs = torch.softmax(prior.float(), dim=-1)
+    m = probs.shape[0]
     rows = max(m, min_rows)
     if rows > m:
         probs = torch.cat([probs, probs.new_zeros(rows - m, probs.shape[1])])
@@ -1092,5 +1103,5 @@ def mix_step(
     if bool((rows.family > 0).any()):  # a host sync: this is the reference, not an engine step
         family = FamilyInputs(prior, plain_mask, int(rows.multiplex_width.max()) - 1)
     step = apply_methods(cands, rows, state, family)
-    dense = dense_inputs(prior, embedding) if bool((step.dense != 0).any()) else None
+    dense = dense_inputs(step.probs, embedding) if step.probs is not None else None
     return mix_step_inputs(step, embedding, dense), step, step.weights

@@ -138,7 +138,7 @@ class MixStep:
         mixed = (weights.float().unsqueeze(-1) * rows.float()).sum(dim=1)  # as mix_rows
         if dense_rows is not None and dense_rows.numel():
             soft = dense_inputs(
-                family.prior.index_select(0, dense_rows), self.dense_weight, self.dense_min_rows
+                step.probs.index_select(0, dense_rows), self.dense_weight, self.dense_min_rows
             )
             share = step.dense.index_select(0, dense_rows)[:, None] * soft
             mixed = mixed.index_add(0, dense_rows, share)

@@ -53,7 +53,8 @@ logger = logging.getLogger("vllm.mixinputs")
 MULTIPLEX = FAMILY_CODES["multiplex"]
 
 # Per-slot host flags: which work a batch holding the slot needs.
-_SAMPLING, _METHODS, _FORCES, _OWN_K, _FAMILY, _SWIR, _MASKED_DRAWS = range(7)
+_SAMPLING, _METHODS, _FORCES, _OWN_K, _SWIR, _SELAR, _MULTIPLEX, _MASKED_DRAWS = range(8)
+_FAMILY_FLAGS = {"swir": _SWIR, "selar": _SELAR, "multiplex": _MULTIPLEX}
 
 
 @dataclass
@@ -86,7 +87,7 @@ class StepPlan:
     method_step: bool  # some row needs mixing.apply_methods (soft, region, noise)
     forces: bool  # some row may have its sampled token replaced (Cold Stop, SwiReasoning)
     own_k: bool  # some row asks less than the engine's width (cut to each row's K)
-    family: bool  # some row runs SwiReasoning, SeLaR or Multiplex
+    family: frozenset[str]  # the family modes some row runs (SwiReasoning, SeLaR, Multiplex)
     dense_rows: torch.Tensor | None  # [S] long, device: SwiReasoning rows (their p·E)
     dense_js: list[int]  # which of plan's rows those are, on the host
     draws: int  # Multiplex draws beyond the sampled token (the largest K - 1)
@@ -109,7 +110,7 @@ class MoIStepState:
         self.is_open = np.zeros(self.num_slots, dtype=bool)
         self.latest = np.full(self.num_slots, -1, dtype=np.int64)  # j of the slot's mixture
         self.resumed = np.zeros(self.num_slots, dtype=bool)  # restore its state at its next sample
-        self.flags = np.zeros((self.num_slots, 7), dtype=bool)
+        self.flags = np.zeros((self.num_slots, 8), dtype=bool)
         self.draws = np.zeros(self.num_slots, dtype=np.int64)  # Multiplex's K - 1, per slot
         n = self.num_slots
         # Host -> device indices, per turn: [newest_pos | rows | slots | js | SwiReasoning rows].
@@ -189,8 +190,9 @@ class MoIStepState:
             config.needs_method_step,
             config.cold_stop_entropy is not None or (swir and bool(config.swir_max_switches)),
             config.top_k < self.max_top_k,
-            settings.family > 0,
-            swir and settings.family > 0,
+            settings.family == FAMILY_CODES["swir"],
+            settings.family == FAMILY_CODES["selar"],
+            settings.family == FAMILY_CODES["multiplex"],
             config.mode == "multiplex" and (params.top_k > 0 or params.top_p < 1.0),
         )
         self.draws[slot] = config.multiplex_width - 1 if config.mode == "multiplex" else 0
@@ -320,7 +322,7 @@ class MoIStepState:
             method_step=bool(flags[_METHODS]),
             forces=bool(flags[_FORCES]),
             own_k=bool(flags[_OWN_K]),
-            family=bool(flags[_FAMILY]),
+            family=frozenset(mode for mode, col in _FAMILY_FLAGS.items() if flags[col]),
             dense_rows=plan_dev[3 * m :] if d else None,
             dense_js=dense_js.tolist(),
             draws=int(self.draws[kept_slots].max()),
@@ -402,7 +404,7 @@ class MoIStepState:
             if plan.masked_draws:  # Multiplex draws from what the sampler's top-k / top-p keep
                 cut = mask_top_k_top_p(prior, rows.sampler_top_k, rows.sampler_top_p)
                 full = torch.where((rows.methods.family == MULTIPLEX)[:, None], cut, prior)
-            family = FamilyInputs(full, self.plain_mask, plan.draws)
+            family = FamilyInputs(full, self.plain_mask, plan.draws, plan.family)
         ids, weights, step = self.step.mix_into_slots(
             prior,
             sampled,
