@@ -136,7 +136,12 @@ class MixStep:
         slots' dtype; the rows come from vLLM's own embedding module (scaled, vocab-parallel)."""
         rows = self.embed.base(ids)  # [M, C, D]
         mixed = (weights.float().unsqueeze(-1) * rows.float()).sum(dim=1)  # as mix_rows
-        if dense_rows is not None and dense_rows.numel():
+        if dense_rows is None or not dense_rows.numel():
+            return mixed.to(self.embed.slots.dtype)
+        if dense_rows.shape[0] == mixed.shape[0]:  # every row (ascending, distinct): no gather
+            soft = dense_inputs(step.probs, self.dense_weight, self.dense_min_rows)
+            mixed = mixed + step.dense[:, None] * soft
+        else:
             soft = dense_inputs(
                 step.probs.index_select(0, dense_rows), self.dense_weight, self.dense_min_rows
             )
