@@ -13,6 +13,9 @@ import torch
 from mixinputs.config import MoIConfig, MoIConfigError
 from mixinputs.mixing import (
     FAMILY_CODES,
+    FamilyInputs,
+    apply_methods,
+    candidates_from_logits,
     dense_inputs,
     fresh_state,
     mask_top_k_top_p,
@@ -257,6 +260,28 @@ def test_a_family_row_is_bit_identical_alone_and_in_a_mixed_batch(gen, table):
         assert torch.equal(w1, w[sl]), configs[b].name
         for ours, theirs in zip(step1.state, step.state, strict=True):
             assert torch.equal(ours, theirs[sl]), configs[b].name
+
+
+def test_the_engines_per_method_rows_give_the_masked_step_bit_for_bit(gen, table):
+    # Engines pass each family method's rows (FamilyInputs.swir_rows / multiplex_rows) so its
+    # [rows, V] work runs on those rows only; the step must equal the every-row masked one.
+    configs = [MoIConfig(beta=1.0), SWIR, MoIConfig(mode="multiplex", think_end=THINK_END)] * 2
+    m = len(configs)
+    logits = torch.stack([logits_at(gen, t) for t in range(m)])
+    sampled = torch.randint(8, VOCAB, (m,), generator=gen)
+    rows = method_rows(configs, [3, 1, 2, 5, 4, 0], [10, 11, 12, 13, 14, 15])
+    state = fresh_state(m)._replace(swir_ref=torch.full((m,), 2.0), swir_stay=torch.full((m,), 3))
+    cands = candidates_from_logits(logits, sampled, WIDTH)
+    draws = int(rows.multiplex_width.max()) - 1
+    masked = apply_methods(cands, rows, state, FamilyInputs(logits, plain_mask(), draws))
+    swir_rows, mux_rows = torch.tensor([1, 4]), torch.tensor([2, 5])
+    family = FamilyInputs(logits, plain_mask(), draws, None, swir_rows, mux_rows)
+    picked = apply_methods(cands, rows, state, family)
+    for name in ("ids", "weights", "dense", "sampled", "forced"):
+        assert torch.equal(getattr(picked, name), getattr(masked, name)), name
+    for ours, theirs in zip(picked.state, masked.state, strict=True):
+        assert torch.equal(ours, theirs)
+    assert torch.equal(picked.probs, masked.probs[swir_rows])  # [S, V]: just its rows
 
 
 def test_dense_inputs_do_not_depend_on_the_number_of_rows(gen, table):

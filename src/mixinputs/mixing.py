@@ -493,7 +493,8 @@ class MethodStep(NamedTuple):
     forced: torch.Tensor  # [M] bool: the sampled token was replaced (Cold Stop, SwiReasoning)
     weights: torch.Tensor  # [M, C] float32: h = Σ_c weights[c] · E[ids[c]] + dense · p·E
     dense: torch.Tensor  # [M] float32: the share of the full-vocabulary input p·E (swir)
-    probs: torch.Tensor | None = None  # [M, V] softmax(prior): the p of p·E (swir steps only)
+    probs: torch.Tensor | None = None  # [M, V] softmax(prior): the p of p·E (swir steps only;
+    #                                    [S, V], of FamilyInputs.swir_rows, when those are given)
 
 
 class RowSettings(NamedTuple):
@@ -665,6 +666,9 @@ class FamilyInputs(NamedTuple):
     draws: int  # Multiplex draws beyond the sampled token to make (the batch's largest K - 1)
     modes: frozenset[str] | None = None  # the family modes some row runs (None: all of them);
     #                                      the others are not computed (host-known per step)
+    swir_rows: torch.Tensor | None = None  # [S] long, ascending: exactly the SwiReasoning rows,
+    #                                        computed alone (None: every row, masked)
+    multiplex_rows: torch.Tensor | None = None  # [X] long, ascending: the Multiplex rows, alike
 
 
 def apply_methods(
@@ -750,11 +754,35 @@ def _family(
         weights = torch.where(selar, selar_weights(step, rows, _plain(rows, y, family)), weights)
     if "multiplex" in present:  # K draws, only while in the region
         mux = ((rows.family == FAMILY_CODES["multiplex"]) & active)[:, None]
-        mux_ids, mux_w = multiplex_candidates(y, family.prior, rows, family.draws, k + 1)
+        at = family.multiplex_rows
+        if at is None:
+            mux_ids, mux_w = multiplex_candidates(y, family.prior, rows, family.draws, k + 1)
+        else:  # [X, V] work on those rows only, put back in place
+            x_ids, x_w = multiplex_candidates(
+                y[at], family.prior[at], _rows_at(rows, at), family.draws, k + 1
+            )
+            mux_ids, mux_w = ids.index_copy(0, at, x_ids), weights.index_copy(0, at, x_w)
         ids, weights = torch.where(mux, mux_ids, ids), torch.where(mux, mux_w, weights)
     if "swir" not in present:
         return step._replace(ids=ids, weights=weights)
     # SwiReasoning: its own columns, share of p·E, emitted token and state.
+    at = family.swir_rows
+    if at is not None:  # [S, V] work on its rows only; step.probs is then [S, V]
+        sw = swir_step(
+            y[at], family.prior[at], _rows_at(rows, at), _rows_at(state, at), family.plain_mask,
+            k + 1,
+        )  # fmt: skip
+        return step._replace(
+            ids=ids.index_copy(0, at, sw.ids),
+            sampled=step.sampled.index_copy(0, at, sw.sampled),
+            state=RegionState(
+                *(b.index_copy(0, at, a) for a, b in zip(sw.state, step.state, strict=True))
+            ),
+            forced=step.forced.index_copy(0, at, sw.sampled != y[at]),
+            weights=weights.index_copy(0, at, sw.weights),
+            dense=step.dense.index_copy(0, at, sw.dense),
+            probs=sw.probs,
+        )
     swir = rows.family == FAMILY_CODES["swir"]
     sw = swir_step(y, family.prior, rows, state, family.plain_mask, k + 1)
     return step._replace(
@@ -768,6 +796,11 @@ def _family(
         dense=torch.where(swir, sw.dense, step.dense),
         probs=sw.probs,
     )
+
+
+def _rows_at(t, at: torch.Tensor):
+    """The rows ``at`` [S] of every field of a row NamedTuple (MethodRows, RegionState)."""
+    return type(t)(*(f.index_select(0, at) for f in t))
 
 
 def _plain(rows: MethodRows, y: torch.Tensor, family: FamilyInputs) -> torch.Tensor:

@@ -138,13 +138,11 @@ class MixStep:
         mixed = (weights.float().unsqueeze(-1) * rows.float()).sum(dim=1)  # as mix_rows
         if dense_rows is None or not dense_rows.numel():
             return mixed.to(self.embed.slots.dtype)
-        if dense_rows.shape[0] == mixed.shape[0]:  # every row (ascending, distinct): no gather
-            soft = dense_inputs(step.probs, self.dense_weight, self.dense_min_rows)
+        # step.probs [S, V] holds just those rows (FamilyInputs.swir_rows is dense_rows).
+        soft = dense_inputs(step.probs, self.dense_weight, self.dense_min_rows)
+        if dense_rows.shape[0] == mixed.shape[0]:  # every row (ascending, distinct)
             mixed = mixed + step.dense[:, None] * soft
         else:
-            soft = dense_inputs(
-                step.probs.index_select(0, dense_rows), self.dense_weight, self.dense_min_rows
-            )
             share = step.dense.index_select(0, dense_rows)[:, None] * soft
             mixed = mixed.index_add(0, dense_rows, share)
         return mixed.to(self.embed.slots.dtype)

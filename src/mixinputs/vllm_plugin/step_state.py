@@ -50,7 +50,6 @@ from mixinputs.vllm_plugin.request_config import request_config
 from mixinputs.vllm_plugin.slot_settings import SlotSettings, state_pack
 
 logger = logging.getLogger("vllm.mixinputs")
-MULTIPLEX = FAMILY_CODES["multiplex"]
 
 # Per-slot host flags: which work a batch holding the slot needs.
 _SAMPLING, _METHODS, _FORCES, _OWN_K, _SWIR, _SELAR, _MULTIPLEX, _MASKED_DRAWS = range(8)
@@ -89,6 +88,7 @@ class StepPlan:
     own_k: bool  # some row asks less than the engine's width (cut to each row's K)
     family: frozenset[str]  # the family modes some row runs (SwiReasoning, SeLaR, Multiplex)
     dense_rows: torch.Tensor | None  # [S] long, device: SwiReasoning rows (their p·E)
+    multiplex_rows: torch.Tensor | None  # [X] long, device: Multiplex rows (their draws over V)
     dense_js: list[int]  # which of plan's rows those are, on the host
     draws: int  # Multiplex draws beyond the sampled token (the largest K - 1)
     masked_draws: bool  # some Multiplex row samples under top-k / top-p (masks over V)
@@ -288,14 +288,16 @@ class MoIStepState:
         # 2. The kept rows, their slots and js, and which of them run SwiReasoning, in the same
         #    upload.
         dense_js = np.flatnonzero(self.flags[kept_slots, _SWIR])
-        d = dense_js.size
+        mux_js = np.flatnonzero(self.flags[kept_slots, _MULTIPLEX])  # disjoint from dense_js
+        d, x = dense_js.size, mux_js.size
         host[n : n + m] = rows[keep]
         host[n + m : n + 2 * m] = kept_slots
         host[n + 2 * m : n + 3 * m] = js
         host[n + 3 * m : n + 3 * m + d] = dense_js
-        plan_dev = self._plan_dev[: 3 * m + d]
+        host[n + 3 * m + d : n + 3 * m + d + x] = mux_js
+        plan_dev = self._plan_dev[: 3 * m + d + x]
         if m:
-            plan_dev.copy_(buf[n : n + 3 * m + d], non_blocking=True)
+            plan_dev.copy_(buf[n : n + 3 * m + d + x], non_blocking=True)
         self._plan_host.queued()
         # 3. Every other output position replays its stored mixture (only after a preemption).
         outputs = np.clip(end - np.maximum(computed, prompt), 0, None)
@@ -323,7 +325,8 @@ class MoIStepState:
             forces=bool(flags[_FORCES]),
             own_k=bool(flags[_OWN_K]),
             family=frozenset(mode for mode, col in _FAMILY_FLAGS.items() if flags[col]),
-            dense_rows=plan_dev[3 * m :] if d else None,
+            dense_rows=plan_dev[3 * m : 3 * m + d] if d else None,
+            multiplex_rows=plan_dev[3 * m + d :] if x else None,
             dense_js=dense_js.tolist(),
             draws=int(self.draws[kept_slots].max()),
             masked_draws=bool(flags[_MASKED_DRAWS]),
@@ -400,11 +403,13 @@ class MoIStepState:
         #    and the mixture written into each request's slot for the next forward.
         family = None
         if plan.family:  # SwiReasoning, SeLaR, Multiplex read the whole distribution
-            full = prior
+            full, at = prior, plan.multiplex_rows
             if plan.masked_draws:  # Multiplex draws from what the sampler's top-k / top-p keep
-                cut = mask_top_k_top_p(prior, rows.sampler_top_k, rows.sampler_top_p)
-                full = torch.where((rows.methods.family == MULTIPLEX)[:, None], cut, prior)
-            family = FamilyInputs(full, self.plain_mask, plan.draws, plan.family)
+                top_k, top_p = rows.sampler_top_k[at], rows.sampler_top_p[at]
+                full = prior.index_copy(0, at, mask_top_k_top_p(prior[at], top_k, top_p))
+            family = FamilyInputs(
+                full, self.plain_mask, plan.draws, plan.family, plan.dense_rows, at
+            )
         ids, weights, step = self.step.mix_into_slots(
             prior,
             sampled,
