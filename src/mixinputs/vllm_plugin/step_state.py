@@ -113,7 +113,7 @@ class MoIStepState:
         self.flags = np.zeros((self.num_slots, 8), dtype=bool)
         self.draws = np.zeros(self.num_slots, dtype=np.int64)  # Multiplex's K - 1, per slot
         n = self.num_slots
-        # Host -> device indices, per turn: [newest_pos | rows | slots | js | SwiReasoning rows].
+        # Per turn, host -> device: newest_pos, rows, slots, js, SwiReasoning rows, Multiplex rows.
         self._plan_host = HostTurns({"plan": (5 * n, torch.long)}, self.device)
         self._plan_dev = torch.zeros(4 * n, dtype=torch.long, device=self.device)
         self.plain_mask: torch.Tensor | None = None  # [V] bool: the math-symbol tokens
@@ -177,22 +177,18 @@ class MoIStepState:
         restored at its next sample). ``params``: vLLM's SamplingParams (greedy, top-k, top-p)."""
         self.close(slot)
         config = request.config
-        greedy = params.temperature < 1e-5
-        settings = row_settings(config, seed=request.history.seed, greedy=greedy)
+        settings = row_settings(config, seed=request.history.seed, greedy=params.temperature < 1e-5)
         self.table.assign(slot, settings, params.top_k, params.top_p)
         self.holders[slot] = request
         self.is_open[slot] = True
         self.latest[slot] = -1
         self.resumed[slot] = request.next_j > 0
-        swir = config.mode == "swir"
         self.flags[slot] = (
             settings.sampling,
             config.needs_method_step,
-            config.cold_stop_entropy is not None or (swir and bool(config.swir_max_switches)),
+            config.cold_stop_entropy is not None or bool(config.swir_max_switches),  # swir only
             config.top_k < self.max_top_k,
-            settings.family == FAMILY_CODES["swir"],
-            settings.family == FAMILY_CODES["selar"],
-            settings.family == FAMILY_CODES["multiplex"],
+            *(settings.family == FAMILY_CODES[mode] for mode in _FAMILY_FLAGS),  # in column order
             config.mode == "multiplex" and (params.top_k > 0 or params.top_p < 1.0),
         )
         self.draws[slot] = config.multiplex_width - 1 if config.mode == "multiplex" else 0
@@ -285,19 +281,16 @@ class MoIStepState:
         newest[slots[fresh]] = (start + fresh_pos - computed)[fresh] + 1
         self.embed.newest_pos.copy_(buf[:n], non_blocking=True)
         self._newest_dirty = True
-        # 2. The kept rows, their slots and js, and which of them run SwiReasoning, in the same
-        #    upload.
+        # 2. The kept rows, their slots and js, and which of them run SwiReasoning and Multiplex
+        #    (their whole-vocabulary work runs on those rows only), in the same upload.
         dense_js = np.flatnonzero(self.flags[kept_slots, _SWIR])
         mux_js = np.flatnonzero(self.flags[kept_slots, _MULTIPLEX])  # disjoint from dense_js
         d, x = dense_js.size, mux_js.size
-        host[n : n + m] = rows[keep]
-        host[n + m : n + 2 * m] = kept_slots
-        host[n + 2 * m : n + 3 * m] = js
-        host[n + 3 * m : n + 3 * m + d] = dense_js
-        host[n + 3 * m + d : n + 3 * m + d + x] = mux_js
-        plan_dev = self._plan_dev[: 3 * m + d + x]
+        indices = np.concatenate([rows[keep], kept_slots, js, dense_js, mux_js])  # 3m + d + x
+        host[n : n + indices.size] = indices
+        plan_dev = self._plan_dev[: indices.size]
         if m:
-            plan_dev.copy_(buf[n : n + 3 * m + d + x], non_blocking=True)
+            plan_dev.copy_(buf[n : n + indices.size], non_blocking=True)
         self._plan_host.queued()
         # 3. Every other output position replays its stored mixture (only after a preemption).
         outputs = np.clip(end - np.maximum(computed, prompt), 0, None)
