@@ -743,8 +743,9 @@ def apply_methods(
 def _family(
     step: MethodStep, rows: MethodRows, state: RegionState, family: FamilyInputs, active
 ) -> MethodStep:
-    """Each family row's step in place of the MoI-style one (every row is computed, each
-    method's result taken where the row runs it: no row depends on another)."""
+    """Each family row's step in place of the MoI-style one: each method present is computed on
+    every row and taken where the row runs it, or, given its rows (``FamilyInputs.swir_rows``,
+    ``multiplex_rows``), on those rows only; either way no row depends on another."""
     k = step.ids.shape[1] - 1
     y = step.ids[:, k]
     present = family.modes if family.modes is not None else FAMILY_CODES.keys()
@@ -1135,8 +1136,10 @@ def mix_step(
     """
     cands = candidates_from_logits(prior, sampled, top_k, row_top_k)
     family = None
-    if bool((rows.family > 0).any()):  # a host sync: this is the reference, not an engine step
-        family = FamilyInputs(prior, plain_mask, int(rows.multiplex_width.max()) - 1)
+    codes = set(rows.family.tolist())  # a host sync: this is the reference, not an engine step
+    modes = frozenset(mode for mode, code in FAMILY_CODES.items() if code and code in codes)
+    if modes:
+        family = FamilyInputs(prior, plain_mask, int(rows.multiplex_width.max()) - 1, modes)
     step = apply_methods(cands, rows, state, family)
     dense = dense_inputs(step.probs, embedding) if step.probs is not None else None
     return mix_step_inputs(step, embedding, dense), step, step.weights
