@@ -16,13 +16,17 @@ import torch
 from mixinputs.config import MoIConfig
 from mixinputs.mixing import method_rows, multiplex_candidates
 from tests.reference_methods import (
+    CounterDraws,
     MultiplexParams,
     MultiplexState,
     SelarParams,
+    SoftThinkingParams,
+    SoftThinkingState,
     SwirParams,
     SwirState,
     multiplex_reference_step,
     selar_reference_step,
+    soft_thinking_reference_step,
     swir_reference_step,
 )
 
@@ -34,6 +38,8 @@ class Step(NamedTuple):
     sampled: int  # the token drawn
     emitted: int  # the token emitted
     fed: torch.Tensor  # [D] the input fed next
+    vocab: torch.Tensor | None = None  # [V] soft: the raw logits over the request's temperature,
+    #                                    before any cut (None: ``prior`` is that)
 
 
 def check(
@@ -104,8 +110,74 @@ def check(
             counts["latent"] += state.in_thinking
             counts["switches"] += new.in_thinking != state.in_thinking
             state = new
+    elif config.mode == "soft":
+        counts.update(soft_thinking(steps, config, table, seed, top_k, top_p))
     else:
         raise ValueError(f"no authors' rule for mode {config.mode!r}")
+    return counts
+
+
+def soft_params(config: MoIConfig, top_k: int, top_p: float, greedy: bool) -> SoftThinkingParams:
+    """The release a soft-thinking config follows (Soft Thinking without noise, Randomized Soft
+    Thinking with it: their Cold Stop measure and after-thinking abort), with its settings; the
+    logits the check passes are already divided by the temperature."""
+    release = "randomized" if config.noise != "none" else "soft_thinking"
+    if config.cold_stop_entropy is not None:  # the measure and the abort name the release
+        releases = {("vocab", True): "soft_thinking", ("vocab_normalized", False): "randomized"}
+        release = releases[(config.stop_measure, config.stop_abort)]
+    every = 1 << 30  # the release's top_k -1
+    top_k = 1 if greedy else top_k or every  # sampling_params.py:113-116: greedy is top-k 1
+    tau = config.noise_temperature or 1.0
+    return SoftThinkingParams(
+        think_end_id=config.think_end,
+        release=release,
+        max_topk=config.top_k,
+        temperature=1.0,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=0.0,
+        after_thinking_top_k=top_k,
+        after_thinking_top_p=top_p,
+        after_thinking_min_p=0.0,
+        early_stopping_entropy_threshold=config.cold_stop_entropy or 0.0,
+        early_stopping_length_threshold=config.cold_stop_steps,
+        noise=config.noise,
+        dirichlet_alpha=1.0 / tau,  # mixinputs' τ is 1/α
+        gumbel_temperature=tau,
+    )
+
+
+def soft_thinking(
+    steps: list[Step],
+    config: MoIConfig,
+    table: torch.Tensor,
+    seed: int,
+    top_k: int,
+    top_p: float,
+    greedy: bool = False,
+) -> dict:
+    """Soft Thinking's sampler step and ``update_topk_info`` over the steps of one request: the
+    same token at every step and the same input to float32 rounding, until the release aborts
+    the request -- there the engine emits EOS instead (it cannot abort from a worker) and the
+    check stops. Counts: thinking steps, Cold Stop's think-end tokens, aborts."""
+    params = soft_params(config, top_k, top_p, greedy)
+    state = SoftThinkingState()
+    counts = {"thinking": 0, "latent": 0, "switches": 0, "cold_stops": 0, "aborts": 0}
+    for s in steps:
+        logits = (s.vocab if s.vocab is not None else s.prior).float()
+        fed, new, token = soft_thinking_reference_step(
+            logits, s.sampled, state, params, table, CounterDraws(seed, s.position)
+        )
+        if new.finished == "abort":
+            assert s.emitted == config.eos, (s.position, s.emitted, config.eos)
+            counts["aborts"] += 1
+            break
+        _same(s, token, fed)
+        counts["thinking"] += state.soft_thinking_mode
+        counts["latent"] += new.soft_thinking_mode  # fed a concept token
+        counts["switches"] += new.soft_thinking_mode != state.soft_thinking_mode
+        state = new
+    counts["cold_stops"] = state.cold_stops
     return counts
 
 
@@ -114,3 +186,12 @@ def _same(step: Step, token: int, fed: torch.Tensor) -> None:
     # float32 rounding: SwiReasoning's p·E sums the whole vocabulary (49,152 terms here) in
     # another order than the reference's matrix product, about 1e-4 apart at worst.
     torch.testing.assert_close(step.fed.float(), fed, rtol=1e-3, atol=2e-4)
+
+
+def engine_cold_stop(rows, state, b: int) -> bool:
+    """Whether an engine's Cold Stop fired for row ``b`` of a recorded step, read off the step's
+    own settings and carried state (``MethodRows``, ``RegionState`` before the step): in its
+    region, the whole-vocabulary entropy below τ, and the streak at L."""
+    low = float(rows.vocab_entropy[b]) < float(rows.cold_stop_entropy[b])
+    streak = int(state.low_entropy_steps[b]) + 1 >= int(rows.cold_stop_steps[b])
+    return bool(state.thinking[b]) and low and streak

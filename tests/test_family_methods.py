@@ -7,6 +7,8 @@ The engines (vLLM, transformers) run these same functions; ``test_vllm_methods.p
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -228,6 +230,29 @@ def test_masks_over_the_vocabulary_keep_what_the_sampler_keeps():
     assert torch.isfinite(cut).sum() == 3  # the token that crosses p stays (with its tie)
 
 
+def test_top_p_after_a_top_k_wider_than_the_candidates(gen):
+    """Soft Thinking's released recipe samples with top-k 30 on an engine whose candidates are
+    20 wide: top-p then reads the top-30's own distribution (``top_k_normalizer``), as the
+    sampler does, not the whole vocabulary's."""
+    from mixinputs.mixing import sampling_prior_masks, top_k_normalizer
+
+    logits = torch.randn(64, 500, generator=gen) * 1.5
+    sampled = logits.argmax(-1)
+    top_k, top_p = torch.full((64,), 30), torch.full((64,), 0.9)
+    cands = candidates_from_logits(logits, sampled, 20)
+    wide = top_k_normalizer(logits, top_k)
+    want = torch.logsumexp(logits.topk(30).values, -1)
+    torch.testing.assert_close(wide, want)
+    sampling = torch.ones(64, dtype=torch.bool)
+    got = sampling_prior_masks(cands.scores, logits, sampling, top_k, top_p, wide)
+    exact = mask_top_k_top_p(logits, top_k, top_p)  # the sampler's cut over the vocabulary
+    assert torch.equal(
+        torch.isfinite(got[:, :20]), torch.isfinite(exact.gather(1, cands.ids[:, :20]))
+    )
+    without = sampling_prior_masks(cands.scores, logits, sampling, top_k, top_p)
+    assert not torch.equal(torch.isfinite(without), torch.isfinite(got))  # the old normalizer
+
+
 # -- every method side by side ---------------------------------------------------------------
 def test_a_family_row_is_bit_identical_alone_and_in_a_mixed_batch(gen, table):
     configs = [
@@ -235,7 +260,7 @@ def test_a_family_row_is_bit_identical_alone_and_in_a_mixed_batch(gen, table):
         MoIConfig(mode="selar", plain_ids=(MATH,)),
         MoIConfig(mode="multiplex", think_end=THINK_END),
         MoIConfig(beta=1.0),
-        MoIConfig(mode="soft", noise="gumbel"),
+        MoIConfig(mode="soft", noise="gumbel", think_end=THINK_END),
     ]
     m = len(configs)
     logits = torch.stack([logits_at(gen, t) for t in range(m)])
@@ -334,3 +359,104 @@ def test_family_defaults_are_the_authors_released_ones():
     assert selar.prior == "sampling" and selar.region == "all"
     mux = MoIConfig.from_request({"mixinputs_mode": "multiplex"})
     assert (mux.multiplex_width, mux.multiplex_weighted, mux.region) == (3, True, "thinking")
+
+
+# -- released behaviours as options (issue 24) ---------------------------------------------
+def test_selar_always_latent_is_what_the_released_batched_loop_feeds(gen, table):
+    """With any row of its batch gating, the released loop feeds every row its latent input
+    (math tokens too): ``selar_gate="always"`` feeds that at every step."""
+    from tests.reference_methods import selar_batch_reference_step
+
+    params = SelarParams(entropy_threshold=0.5, math_ids=frozenset({MATH}))
+    config = MoIConfig(mode="selar", selar_gate="always", plain_ids=(MATH,))
+    batches = 0
+    for t in range(12):
+        logits = torch.stack([logits_at(gen, 3 * t + b) for b in range(3)])  # peaked and flat
+        logits[0, MATH] = 40.0  # row 0 samples a math token: its own gate is shut
+        priors = torch.stack([authors_sampling_filter(row / 0.6, 20, 0.95) for row in logits])
+        y = torch.multinomial(torch.softmax(priors, -1), 1, generator=gen)[:, 0]
+        fed, tokens = selar_batch_reference_step(logits, params, table, y)
+        if torch.equal(fed, table[tokens]):
+            continue  # no row of the batch gated: the release feeds E[y] everywhere
+        batches += 1
+        rows = method_rows([config] * 3, [t] * 3, [0] * 3)
+        h, step, _ = mix_step(
+            priors, y, table, rows, fresh_state(3), WIDTH, torch.tensor([3] * 3), plain_mask()
+        )
+        assert torch.equal(step.sampled, tokens)
+        torch.testing.assert_close(h, fed, rtol=1e-5, atol=1e-6)
+    assert batches > 0
+
+
+def test_greedy_selar_can_gate_as_released(gen, table):
+    """``selar_greedy="released"``: a greedy request reads the recipe's distribution (T 0.6,
+    top-k 20, top-p 0.95) and gates on it, as ``generate_selar`` with ``do_sample=False``."""
+    from mixinputs.config import SELAR_RECIPE
+    from tests.reference_methods import selar_batch_reference_step
+
+    config = MoIConfig(mode="selar", selar_greedy="released", plain_ids=(MATH,))
+    params = SelarParams(math_ids=frozenset({MATH}))
+    row = row_settings(config, greedy=True)
+    assert row.family == FAMILY_CODES["selar"] and row.greedy_recipe
+    assert row.temperature == SELAR_RECIPE[0]
+    assert row_settings(MoIConfig(mode="selar"), greedy=True).family == 0  # the default
+    gated = 0
+    for t in range(30):
+        logits = logits_at(gen, t)
+        t_, k_, p_ = SELAR_RECIPE
+        prior = mask_top_k_top_p((logits / t_)[None], torch.tensor([k_]), torch.tensor([p_]))
+        y = logits.argmax()[None]  # the engine's greedy token
+        fed, tokens = selar_batch_reference_step(logits[None], params, table)
+        rows = method_rows([config], [t], [0], greedy=True)
+        h, step, _ = mix_step(
+            prior, y, table, rows, fresh_state(1), WIDTH, torch.tensor([3]), plain_mask()
+        )
+        assert int(step.sampled) == int(tokens[0])
+        torch.testing.assert_close(h, fed, rtol=1e-5, atol=1e-6)
+        gated += not torch.equal(fed[0], table[tokens[0]])
+    assert 0 < gated < 30
+
+
+def test_swir_ramps_over_the_requests_max_tokens_clamped_at_one(gen, table):
+    """The blends ramp over the request's max_tokens (``generation_utils.py:341, 347``: step /
+    max_new_tokens), and stop at 1 when a shorter ramp is asked for."""
+    free = MoIConfig(mode="swir", think_end=THINK_END, think_start=THINK_START,
+                     swir_linebreak=LINEBREAK)  # fmt: skip
+    assert free.swir_ramp_tokens is None
+    assert row_settings(free, max_tokens=500).swir_ramp_tokens == 500
+    assert row_settings(free).swir_ramp_tokens == 38912  # no max_tokens: run.py's default
+    assert row_settings(replace(free, swir_ramp_tokens=64), max_tokens=500).swir_ramp_tokens == 64
+    short = replace(free, swir_ramp_tokens=4, swir_window=1, swir_beta=0.2, swir_alpha=0.3)
+    state, weights = fresh_state(1), []
+    for t in range(40):
+        rows = method_rows([short], [t], [0])
+        _, step, w = mix_step(logits_at(gen, t)[None], torch.tensor([9]), table, rows, state, WIDTH)
+        weights.append(w)
+        assert float(step.dense) <= 1.0 and (w >= 0).all(), t
+        state = step.state
+    late = torch.cat(weights[4:])
+    assert (late[:, 1] == 0).all() and (late[:, 2] == 0).all()  # past the ramp: no blend left
+
+
+def test_convergence_words_follow_the_model_family():
+    """``run.py:458``: ``"</think>"`` for Qwen, ``"\\n\\n</think>\\n\\n"`` for any other."""
+    from mixinputs.tokens import resolve_tokens
+
+    class Chars:
+        eos_token_id = 0
+        name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+    class Qwen(Chars):
+        name_or_path = "Qwen/QwQ-32B"
+
+    capped = MoIConfig(mode="swir", think_end=1, think_start=2, swir_linebreak=3,
+                       swir_max_switches=2, swir_termination=(5,), plain_math=False)  # fmt: skip
+    other = resolve_tokens(capped, Chars(), 200).swir_convergence
+    qwen = resolve_tokens(capped, Qwen(), 200).swir_convergence
+    assert other == tuple(ord(c) for c in "\n\n</think>\n\n")
+    assert qwen == tuple(ord(c) for c in "</think>")
+    named = resolve_tokens(replace(capped, swir_convergence="</think>"), Chars(), 200)
+    assert named.swir_convergence == qwen  # a phrase named in the request is kept

@@ -300,6 +300,9 @@ def test_embedded_model_greedy_moi_is_deterministic_and_coherent(smollm):
 
 # ------------------------------------------------------------------------- the soft-input family
 THINK_END = 50  # a token id of the tiny models, used as their think-end token
+# Soft thinking mixes only while thinking (issue 24): the tests that are about its concept token
+# and its noise, not its region or its emitted token, ask for the earlier behaviour by name.
+SOFT_ALL = {"config": MoIConfig(mode="soft", region="all", soft_emit="sample")}
 
 SAMPLING = {
     **GREEDY,
@@ -331,7 +334,7 @@ def test_soft_feeds_the_reference_concept_token(model):
     ids, steps = prompts(), 6
     torch.manual_seed(5)
     out, handle, seen = generate_recording(
-        model, ids, {"mode": "soft"}, **{**SAMPLING, "max_new_tokens": steps + 1}
+        model, ids, SOFT_ALL, **{**SAMPLING, "max_new_tokens": steps + 1}
     )
     assert (handle.config.top_k, handle.config.prior) == (10, "sampling")
     emb = model.get_input_embeddings().weight
@@ -351,7 +354,7 @@ def test_soft_with_greedy_decoding_feeds_the_sampled_token(model):
     """Greedy decoding samples from a point mass: soft thinking then feeds E[y], as in vLLM."""
     ids = prompts()
     plain = model.generate(ids, **GREEDY)
-    out, _, seen = generate_recording(model, ids, {"mode": "soft"}, **GREEDY)
+    out, _, seen = generate_recording(model, ids, {"mode": "soft", "think_end": 95}, **GREEDY)
     assert torch.equal(out, plain)
     new = out[:, ids.shape[1] :]
     for j in range(4):
@@ -388,7 +391,9 @@ def test_thinking_region_stops_mixing_after_the_think_end_token(model, mode):
     assert not handle.state.thinking.any()
     # Up to the think-end token, the same as mixing everywhere.
     torch.manual_seed(2)
-    everywhere, _, seen_all = generate_recording(model, ids, {"mode": mode, "beta": 0.0}, **gen)
+    everywhere, _, seen_all = generate_recording(
+        model, ids, {"mode": mode, "beta": 0.0, "region": "all"}, **gen
+    )
     assert torch.equal(
         everywhere.sequences[:, : ids.shape[1] + at + 1], out.sequences[:, : ids.shape[1] + at + 1]
     )
@@ -427,9 +432,11 @@ def test_cold_stop_forces_the_think_end_token(model, steps):
 def test_seeded_noise_is_reproducible_and_follows_the_seed(model, noise):
     ids = prompts()
 
+    noisy = MoIConfig(mode="soft", noise=noise, region="all", soft_emit="sample")
+
     def run(seed, settings=None, manual=0):
         torch.manual_seed(manual)
-        settings = settings or {"mode": "soft", "noise": noise, "seed": seed}
+        settings = settings or {"config": noisy, "seed": seed}
         out, _, seen = generate_recording(model, ids, settings, **SAMPLING)
         return out.sequences, torch.cat(seen[1:], dim=1)
 
@@ -440,10 +447,10 @@ def test_seeded_noise_is_reproducible_and_follows_the_seed(model, noise):
     assert torch.equal(c[:, : ids.shape[1] + 1], a[:, : ids.shape[1] + 1])
     for row in range(3):
         assert not torch.allclose(fed_c[row, 0], fed_a[row, 0], atol=1e-4)
-    _, fed_plain = run(None, {"mode": "soft"})
+    _, fed_plain = run(None, SOFT_ALL)
     assert not torch.allclose(fed_plain[:, 0], fed_a[:, 0], atol=1e-4)
     # seed=None: drawn from torch's global generator, so torch.manual_seed reproduces it.
-    unseeded = {"mode": "soft", "noise": noise}
+    unseeded = {"config": noisy}
     d, fed_d = run(None, unseeded, manual=3)
     e, fed_e = run(None, unseeded, manual=3)
     assert torch.equal(d, e) and torch.equal(fed_d, fed_e)
@@ -487,14 +494,18 @@ def test_think_end_is_resolved_with_the_tokenizer(model):
         enable_moi(model, region="thinking", think_end=500)
     assert "generate" not in model.__dict__
     # Without a thinking region the think-end token is never looked up.
-    with enable_moi(model, mode="soft") as handle:
+    with enable_moi(model, beta=1.0) as handle:
         assert handle.config.think_end == "</think>"
+    # Soft thinking mixes while thinking (issue 24): its own default region.
+    with enable_moi(model, mode="soft", tokenizer=tok) as handle:
+        assert handle.config.think_end == THINK_END and handle.config.region == "thinking"
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"mode": "soft", "prior": "raw"}, "drop prior='raw'"),
+        ({"mode": "soft", "prior": "raw"}, "mode 'soft' mixes over .* drop prior"),
+        ({"mode": "selar", "prior": "raw"}, "mode 'selar' mixes over .* drop prior"),
         ({"cold_stop_entropy": 0.5}, "region='thinking'"),
         ({"region": "thinking", "think_end": 5, "cold_stop_steps": 4}, "cold_stop_entropy"),
         ({"mode": "direct", "noise": "gumbel"}, "noise"),
@@ -514,10 +525,10 @@ def test_bad_family_arguments(model, kwargs, match):
 
 def test_config_argument_equals_loose_arguments(model):
     ids = prompts()
-    settings = {"mode": "soft", "noise": "gumbel", "seed": 3}
+    settings = {"mode": "soft", "noise": "gumbel", "seed": 3, "think_end": 95}
     torch.manual_seed(0)
     a = generate(model, ids, **settings, **SAMPLING).sequences
-    config = MoIConfig(mode="soft", noise="gumbel")
+    config = MoIConfig(mode="soft", noise="gumbel", think_end=95)
     torch.manual_seed(0)
     b = generate(model, ids, config=config, seed=3, **SAMPLING).sequences
     assert torch.equal(a, b)
@@ -525,10 +536,59 @@ def test_config_argument_equals_loose_arguments(model):
     model._mixinputs_handle.disable()
     # The mode's own K unless one is named; an explicit None is the whole vocabulary.
     for kwargs, k in (
-        ({"mode": "soft"}, 10),
+        ({"mode": "soft", "think_end": 95}, 10),
+        ({"mode": "soft", "think_end": 95, "noise": "gumbel"}, 15),
         ({}, 20),
-        ({"mode": "soft", "top_k": 4}, 4),
+        ({"mode": "soft", "think_end": 95, "top_k": 4}, 4),
         ({"top_k": None}, None),
     ):
         with enable_moi(model, **kwargs) as handle:
             assert handle.config.top_k == k
+
+
+# -- issue 24: methods as released ----------------------------------------------------------------
+def test_soft_emits_the_top1_of_its_weights_while_thinking(model):
+    """Soft Thinking's release emits the top-1 of the weights it feeds, not a sample: generate
+    is given that token alone (its scores: -inf elsewhere), and two torch seeds agree."""
+    ids = prompts()
+    config = MoIConfig(mode="soft", think_end=95)
+    runs = []
+    for manual in (1, 2):
+        torch.manual_seed(manual)
+        records = []
+        with enable_moi(model, config=config) as handle:
+            handle.observers.append(records.append)
+            out = model.generate(ids, **SAMPLING)
+        runs.append(out.sequences)
+        for j, r in enumerate(records):
+            thinking = r.state.thinking
+            top1 = r.prior.argmax(-1)
+            assert torch.equal(r.emitted[thinking], top1[thinking]), j
+            scores = out.scores[j][thinking]
+            assert (torch.isfinite(scores).sum(-1) == 1).all()  # generate saw only that token
+    assert torch.equal(runs[0], runs[1])  # no sample entered the thinking trace
+
+
+def test_swir_ramps_over_generates_max_new_tokens(model):
+    config = MoIConfig(
+        mode="swir", think_end=50, think_start=51, swir_linebreak=52, plain_math=False
+    )
+    for new in (5, 9):
+        with enable_moi(model, config=config) as handle:
+            model.generate(prompts(), **{**GREEDY, "max_new_tokens": new})
+            assert handle._rows.swir_ramp_tokens.tolist() == [new] * 3
+
+
+def test_greedy_selar_gates_as_released_only_when_asked(model):
+    ids = prompts()
+    fed = {}
+    for greedy_rule in ("point_mass", "released"):
+        config = MoIConfig(mode="selar", selar_greedy=greedy_rule, selar_threshold=0.2,
+                           plain_math=False)  # fmt: skip
+        out, _, seen = generate_recording(model, ids, {"config": config}, **GREEDY)
+        new = out[:, ids.shape[1] :]
+        fed[greedy_rule] = [
+            torch.equal(seen[j + 1], plain_rows(model, new[:, j])) for j in range(new.shape[1] - 1)
+        ]
+    assert all(fed["point_mass"])  # greedy: a point mass, E[y]
+    assert not all(fed["released"])  # the recipe's distribution gates

@@ -23,7 +23,9 @@ INF = float("inf")
 
 
 def original_release_mixture(logits, y, emb, beta, k=20, direct=False):
-    """The original release's formula, one row at a time in float64 (y must be in the top-K)."""
+    """The original release's formula (EvanZhuang/mixinputs @ 7aef34b, ``gpu_model_runner.py``
+    1201-1236), one row at a time in float64 (MoI: y must be in the top-K; direct mixture
+    ignores y)."""
     out = []
     for row, tok in zip(logits.double(), y.tolist(), strict=True):
         vals, ids = torch.topk(row, k)
@@ -72,6 +74,18 @@ def test_direct_mode_equals_original_direct_mixture(gen):
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_direct_mode_ignores_y_outside_the_top_k(gen):
+    """Issue 24: direct mixture is Σ p_i E[i] over the top-K whatever was sampled, as released."""
+    logits = torch.randn(8, 300, generator=gen)
+    emb = torch.randn(300, 16, generator=gen)
+    y = logits.argmin(-1)  # outside every row's top-20
+    got = mix_embeddings(logits, y, emb, 1.0, mode="direct")
+    expected = original_release_mixture(logits, y, emb, 1.0, direct=True)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    inside = mix_embeddings(logits, logits.argmax(-1), emb, 1.0, mode="direct")
+    assert torch.equal(got, inside)  # y plays no part
+
+
 def test_y_outside_topk_stays_convex_and_sums_to_one(gen):
     logits = torch.randn(32, 500, generator=gen)
     k = 10
@@ -113,6 +127,7 @@ def test_original_formula_is_not_convex_outside_topk_but_ours_is(gen):
     beta = 1.0
     original_total = h * float(((p + 0.0) / (1 + beta)).sum()) + (1 - h)
     assert abs(original_total - 1.0) > 1e-3
+    assert original_total == pytest.approx(1 - h * beta / (beta + 1))  # the module docstring
     cands = candidates_from_logits(logits, y, 20)
     assert float(mixture_weights(cands.scores, torch.tensor([beta])).sum()) == pytest.approx(1.0)
 

@@ -4,25 +4,34 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from mixinputs.config import KEY_RESOLVED, MoIConfig, MoIConfigError
 from mixinputs.mixing import (
+    MEASURE_CODES,
     Candidates,
     apply_methods,
     candidate_entropy,
     candidates_from_logits,
+    counter_log_gamma,
     counter_uniform,
+    drop_sampled,
     fresh_state,
+    kept_dirichlet,
+    mask_top_k_top_p,
     method_rows,
     mix_step,
     mixture_weights,
     noisy_scores,
+    row_settings,
+    vocab_entropy,
 )
 
 INF = float("inf")
+NEVER = 10**6  # a think-end token id no test logits reach: the region stays open
 THINK = {"mixinputs_region": "thinking"}
 COLD = {**THINK, "mixinputs_cold_stop_entropy": 0.5}
 
@@ -197,10 +206,12 @@ def test_soft_is_the_concept_token_over_the_top_k(gen, y_inside):
     emb = torch.randn(vocab, dim, generator=gen)
     order = logits.argsort(dim=-1, descending=True)
     sampled = order[:, 2] if y_inside else order[:, 50]  # inside / outside the top 10
-    rows = rows_of([MoIConfig(mode="soft")] * batch)
+    rows = rows_of([MoIConfig(mode="soft", think_end=NEVER)] * batch)
     h, step, weights = mix_step(logits, sampled, emb, rows, fresh_state(batch), top_k=k)
     assert torch.equal(weights[:, k], torch.zeros(batch))  # the y slot carries nothing
-    assert torch.equal(step.ids[:, k], sampled)
+    # While thinking it emits the heaviest token it is fed (Soft Thinking's release), not y.
+    assert torch.equal(step.sampled, order[:, 0]) and torch.equal(step.ids[:, k], order[:, 0])
+    assert step.forced.all() and step.chosen.all()
     # Independent float64: p~ renormalized over the top-K, Σ p~_i E[i].
     top_vals, top_ids = torch.topk(logits.double(), k)
     p = torch.softmax(top_vals, dim=-1)
@@ -222,7 +233,8 @@ def test_rows_without_methods_get_plain_moi_and_direct_weights(gen):
     got = mixture_weights(step.scores, step.beta, step.direct)
     beta = torch.tensor([0.5, 1.0, INF, 1.0])
     direct = torch.tensor([False, True, False, False])
-    assert torch.equal(got, mixture_weights(cands.scores, beta, direct))
+    # Direct mixture weighs the top-K alone, y's slot never (issue 24: as the original release).
+    assert torch.equal(got, mixture_weights(drop_sampled(cands.scores, direct), beta, direct))
     assert step.state.thinking.all() and not step.forced.any()
 
 
@@ -269,6 +281,7 @@ def test_cold_stop_forces_the_think_end_token_at_the_lth_low_entropy_step():
         think_end=think_end,
         cold_stop_entropy=0.5,
         cold_stop_steps=steps,
+        cold_stop_measure="candidates",
         top_k=k,
     )
     rows = rows_of([config])
@@ -300,6 +313,7 @@ def test_cold_stop_streak_resets_on_a_high_entropy_step():
         think_end=think_end,
         cold_stop_entropy=0.5,
         cold_stop_steps=3,
+        cold_stop_measure="candidates",
         top_k=k,
     )
     rows, state = rows_of([config]), fresh_state(1)
@@ -309,7 +323,7 @@ def test_cold_stop_streak_resets_on_a_high_entropy_step():
     for i, sharp in enumerate(pattern):
         step = apply_methods(candidates_from_logits(peaked(1, 40, sharp), sampled, k), rows, state)
         state = step.state
-        if step.forced.item():
+        if step.sampled.item() == think_end:
             forced_at.append(i)
         if i == 2:
             assert state.low_entropy_steps.tolist() == [0] and state.thinking.item()
@@ -318,7 +332,13 @@ def test_cold_stop_streak_resets_on_a_high_entropy_step():
 
 def test_cold_stop_does_not_depend_on_the_sampled_token(gen):
     k = 5
-    config = MoIConfig(region="thinking", think_end=2, cold_stop_entropy=1.0, cold_stop_steps=1)
+    config = MoIConfig(
+        region="thinking",
+        think_end=2,
+        cold_stop_entropy=1.0,
+        cold_stop_steps=1,
+        cold_stop_measure="candidates",
+    )
     logits = torch.randn(6, 50, generator=gen) * torch.tensor([0.1, 1, 3, 5, 8, 20])[:, None]
     rows, state = rows_of([config] * 6), fresh_state(6)
     a = apply_methods(
@@ -332,8 +352,8 @@ def test_cold_stop_does_not_depend_on_the_sampled_token(gen):
 
 # ---------------------------------------------------------------------------------------- noise
 NOISY = [
-    MoIConfig(mode="soft", noise="dirichlet"),
-    MoIConfig(mode="soft", noise="gumbel"),
+    MoIConfig(mode="soft", noise="dirichlet", think_end=NEVER),
+    MoIConfig(mode="soft", noise="gumbel", think_end=NEVER),
     MoIConfig(beta=1.0, noise="dirichlet", noise_temperature=0.3),
     MoIConfig(beta=0.5, noise="gumbel", noise_temperature=2.0),
 ]
@@ -394,9 +414,9 @@ def test_a_row_is_bit_identical_alone_and_in_a_mixed_batch(gen):
     emb = torch.randn(vocab, dim, generator=gen)
     sampled = torch.randint(0, vocab, (7,), generator=gen)
     configs = [
-        MoIConfig(mode="soft", noise="gumbel"),
+        MoIConfig(mode="soft", noise="gumbel", think_end=NEVER),
         MoIConfig(beta=0.5),
-        MoIConfig(mode="soft", noise="dirichlet", noise_temperature=0.7),
+        MoIConfig(mode="soft", noise="dirichlet", noise_temperature=0.7, think_end=NEVER),
         MoIConfig(mode="direct", top_k=7),
         MoIConfig(beta=2.0, noise="dirichlet", top_k=12),
         MoIConfig(mode="soft", region="thinking", think_end=int(sampled[5])),
@@ -406,7 +426,9 @@ def test_a_row_is_bit_identical_alone_and_in_a_mixed_batch(gen):
     row_k = torch.tensor([c.top_k for c in configs])
     rows = method_rows(configs, positions, seeds)
     h, step, w = mix_step(logits, sampled, emb, rows, fresh_state(7), width, row_k)
-    assert step.forced.tolist() == [False] * 6 + [True]
+    # Soft rows choose their token while thinking (their top-1); Cold Stop forces row 6's.
+    assert step.chosen.tolist() == [True, False, True, False, False, True, True]
+    assert step.sampled[6] == 1 and step.forced[6]
     for b in range(7):
         alone_rows = method_rows([configs[b]], [positions[b]], [seeds[b]])
         sl = slice(b, b + 1)
@@ -536,7 +558,9 @@ def test_counter_uniform_never_reaches_one_and_gumbel_stays_finite():
     u = counter_uniform(
         torch.tensor(seed), torch.tensor(position), torch.tensor([token]), torch.tensor(0)
     )
-    rows = method_rows([MoIConfig(mode="soft", noise="gumbel")], [position], [seed])
+    rows = method_rows(
+        [MoIConfig(mode="soft", noise="gumbel", think_end=NEVER)], [position], [seed]
+    )
     weights = torch.softmax(
         noisy_scores(torch.tensor([[0.6, 0.4]]), torch.tensor([[token, 5]]), rows), dim=-1
     )
@@ -628,6 +652,298 @@ def test_prefix_cache_keys_tell_every_method_apart():
 
 def test_a_think_end_token_without_a_thinking_region_is_refused():
     with pytest.raises(MoIConfigError, match=r"mixinputs_think_end.*mixinputs_region"):
-        MoIConfig.from_request({"mixinputs_mode": "soft", "mixinputs_think_end": 5})
+        MoIConfig.from_request({"mixinputs_beta": 1.0, "mixinputs_think_end": 5})
+    soft_all = {"mixinputs_mode": "soft", "mixinputs_region": "all", "mixinputs_think_end": 5}
+    with pytest.raises(MoIConfigError, match=r"mixinputs_think_end.*mixinputs_region"):
+        MoIConfig.from_request(soft_all)
     config = MoIConfig.from_request({"mixinputs_region": "thinking", "mixinputs_think_end": 5})
     assert config.think_end == 5
+
+
+# -- Soft Thinking as released (issue 24) ------------------------------------------------------
+def release_run(config, gen, steps=40, temperature=0.6, top_k=30, top_p=0.95, seed=3, greedy=False):
+    """``steps`` of ``mixing.mix_step`` for one row on random logits (peaked runs and flat
+    steps; the think-end token 7 leads at step 30), recorded as ``tests.faithfulness`` reads
+    them: the sampler's distribution is cut by its top-k / top-p, the entropy read from the raw
+    logits at the request's temperature. Returns the records."""
+    from tests import faithfulness
+
+    vocab, dim = 300, 16
+    table = torch.randn(vocab, dim, generator=gen)
+    state, records = fresh_state(1), []
+    for t in range(steps):
+        raw = torch.randn(1, vocab, generator=gen) * (8.0 if t % 7 < 4 else 1.5)
+        if t == 30:
+            raw[0, 7] = 80.0
+        at = raw / (1.0 if greedy else temperature)
+        prior = mask_top_k_top_p(at, torch.tensor([1 if greedy else top_k]), torch.tensor([top_p]))
+        if greedy:
+            y = at.argmax(-1)
+        else:
+            y = torch.multinomial(torch.softmax(prior, -1), 1, generator=gen)[:, 0]
+        rows = method_rows([config], [t], [seed], greedy=greedy, temperature=temperature)
+        h, step, _ = mix_step(prior, y, table, rows, state, config.top_k, vocab_logits=raw)
+        records.append(faithfulness.Step(t, prior[0], int(y), int(step.sampled), h[0], at[0]))
+        state = step.state
+    return records, table
+
+
+RELEASED = {
+    "soft": MoIConfig(mode="soft", think_end=7),
+    "soft+gumbel": MoIConfig(mode="soft", think_end=7, noise="gumbel"),
+    "soft+dirichlet": MoIConfig(mode="soft", think_end=7, noise="dirichlet"),
+    "soft cold stop": MoIConfig(
+        mode="soft", think_end=7, cold_stop_entropy=0.5, cold_stop_steps=2, eos=0
+    ),
+    "soft+gumbel cold stop": MoIConfig(
+        mode="soft", think_end=7, noise="gumbel", cold_stop_entropy=0.1, cold_stop_steps=2
+    ),
+    "soft+dirichlet cold stop": MoIConfig(
+        mode="soft", think_end=7, noise="dirichlet", cold_stop_entropy=0.1, cold_stop_steps=3
+    ),
+}
+
+
+@pytest.mark.parametrize("greedy", [False, True], ids=["seeded", "greedy"])
+@pytest.mark.parametrize("name", list(RELEASED))
+def test_soft_thinking_follows_its_release_step_by_step(gen, name, greedy):
+    """The reference step against the transcription of Soft Thinking's sampler step and
+    ``update_topk_info`` (Randomized Soft Thinking's with noise): the same token at every step,
+    the same input, across the think-end token, Cold Stop and the after-thinking abort."""
+    from tests import faithfulness
+
+    config = RELEASED[name]
+    records, table = release_run(config, gen, greedy=greedy)
+    counts = faithfulness.soft_thinking(records, config, table, 3, 30, 0.95, greedy=greedy)
+    assert counts["switches"] == 1, counts  # it left thinking once, at </think>
+    if "cold" in name and not greedy:
+        assert counts["cold_stops"] == 1, counts
+        assert counts["aborts"] == (config.noise == "none"), counts  # Soft Thinking's only
+
+
+def test_without_noise_the_thinking_tokens_do_not_depend_on_the_seed():
+    """Soft Thinking's trace while thinking is its top-1: no seed, no sample enters it."""
+    tokens = []
+    for seed in (1, 2):
+        records, _ = release_run(RELEASED["soft"], torch.Generator().manual_seed(0), seed=seed)
+        tokens.append([r.emitted for r in records])
+    same_logits = torch.Generator().manual_seed(0)
+    records, _ = release_run(
+        replace(RELEASED["soft"], soft_emit="sample"), same_logits, temperature=2.0
+    )
+    assert tokens[0] == tokens[1]
+    assert tokens[0] != [r.emitted for r in records]  # emitting the sample differs
+
+
+def test_soft_emit_sample_keeps_the_sampled_token():
+    """Today's behaviour stays a named option: ``soft_emit="sample"`` emits the sampled y."""
+    sample = MoIConfig(mode="soft", think_end=NEVER, soft_emit="sample")
+    top1 = MoIConfig(mode="soft", think_end=NEVER)
+    logits = torch.randn(3, 80, generator=torch.Generator().manual_seed(5))
+    sampled = torch.tensor([4, 50, 79])
+    for config, want in ((sample, sampled), (top1, logits.argmax(-1))):
+        rows = method_rows([config] * 3, [0] * 3, [1, 2, 3])
+        _, step, _ = mix_step(logits, sampled, torch.eye(80), rows, fresh_state(3), top_k=10)
+        assert torch.equal(step.sampled, want), config.soft_emit
+        assert step.forced.tolist() == (want != sampled).tolist()
+    assert row_settings(top1).soft_top1 and not row_settings(sample).soft_top1
+
+
+def test_cold_stop_reads_the_whole_vocabulary_before_the_sampler_cuts():
+    """Top-p keeps one token: the candidates' entropy is exactly 0, the vocabulary's is not
+    (Soft Thinking's ``sampler.py:141``); Cold Stop compares the latter with τ."""
+    logits = torch.zeros(1, 1000)
+    logits[0, 3] = 8.0  # p1 ≈ 0.75 at T 1: top-p 0.5 keeps token 3 alone
+    config = MoIConfig(mode="soft", think_end=9, cold_stop_entropy=0.5, cold_stop_steps=1, eos=0)
+    prior = mask_top_k_top_p(logits, torch.tensor([0]), torch.tensor([0.5]))
+    cands = candidates_from_logits(prior, torch.tensor([3]), 10)
+    assert candidate_entropy(cands.scores[:, :10]).item() == 0.0
+    rows = method_rows([config], [0], [0], temperature=1.0)
+    full = vocab_entropy(logits, rows.temperature, torch.tensor([False]))
+    p = torch.softmax(logits.double(), -1)
+    assert full.item() == pytest.approx(float(-(p * p.log()).sum()), rel=1e-5) and full > 0.5
+    step = apply_methods(cands, rows._replace(vocab_entropy=full), fresh_state(1))
+    assert step.sampled.item() == 3  # 2.3 nats: not low, no Cold Stop
+    candidates = rows._replace(cold_stop_measure=torch.tensor([MEASURE_CODES["candidates"]]))
+    assert apply_methods(cands, candidates, fresh_state(1)).sampled.item() == 9  # 0 < 0.5
+    normalized = vocab_entropy(logits, rows.temperature, torch.tensor([True]))
+    assert normalized.item() == pytest.approx(full.item() / math.log(1000), rel=1e-6)
+
+
+def test_after_thinking_cold_stop_ends_the_request_with_eos():
+    """Soft Thinking's release keeps counting after ``</think>`` and aborts at L
+    (``schedule_batch.py:761-769``); an engine emits EOS at the next step instead, and from then
+    on. Randomized Soft Thinking (noise) does not count after thinking."""
+    eos, think_end, k = 0, 9, 5
+    config = MoIConfig(mode="soft", think_end=think_end, cold_stop_entropy=0.5, cold_stop_steps=2)
+    config = replace(config, eos=eos)
+    assert (
+        config.stop_abort
+        and not MoIConfig(mode="soft", noise="gumbel", cold_stop_entropy=0.5).stop_abort
+    )
+    rows = method_rows([config], [0], [0])
+    state = fresh_state(1)._replace(thinking=torch.tensor([False]))  # past its region
+    emitted = []
+    for entropy in (0.1, 0.9, 0.1, 0.1, 0.9, 0.1):
+        step_rows = rows._replace(vocab_entropy=torch.tensor([entropy]))
+        cands = candidates_from_logits(peaked(1, 40, True), torch.tensor([7]), k)
+        step = apply_methods(cands, step_rows, state)
+        emitted.append(step.sampled.item())
+        state = step.state
+    assert emitted == [7, 7, 7, 7, eos, eos]  # L = 2 at step 3: EOS from step 4, whatever follows
+    off = rows._replace(cold_stop_abort=torch.tensor([False]), vocab_entropy=torch.tensor([0.1]))
+    state = fresh_state(1)._replace(thinking=torch.tensor([False]))
+    for _ in range(4):
+        step = apply_methods(
+            candidates_from_logits(peaked(1, 40, True), torch.tensor([7]), k), off, state
+        )
+        state = step.state
+        assert step.sampled.item() == 7 and state.low_entropy_steps.item() == 0
+
+
+def test_dirichlet_over_every_kept_token_then_the_top_k():
+    """The releases draw Gamma(α·p) for every kept token and take the top-K of the draws; the
+    top-K-first order (``dirichlet_support="top_k"``) only ever mixes the prior's top-K."""
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(1, 400, generator=gen)  # a flat prior: tail tokens matter
+    kept_cfg = MoIConfig(mode="soft", think_end=NEVER, noise="dirichlet")
+    topk_cfg = replace(kept_cfg, dirichlet_support="top_k")
+    assert kept_cfg.dirichlet_kept and not topk_cfg.dirichlet_kept
+    assert (kept_cfg.top_k, kept_cfg.noise_temperature) == (15, 0.25)  # Randomized: K 15, α 4
+    outside = 0
+    for position in range(30):
+        rows = method_rows([kept_cfg], [position], [4])
+        draws = kept_dirichlet(logits, rows, 15)
+        p = torch.softmax(logits, -1)
+        g = torch.exp(
+            counter_log_gamma(p / 0.25, rows.seed, rows.position, torch.arange(400)[None])
+        )
+        assert torch.equal(draws.ids[0], g[0].topk(15).indices)
+        outside += int((~torch.isin(draws.ids[0], logits[0].topk(15).indices)).sum())
+        rows_k = method_rows([topk_cfg], [position], [4])
+        _, step, _ = mix_step(logits, torch.tensor([0]), torch.eye(400), rows_k, fresh_state(1), 15)
+        assert torch.isin(step.ids[0, :15], logits[0].topk(15).indices).all()
+    assert outside > 0  # draws of tokens beyond the prior's top-K win places
+
+
+# -- config rules of issue 24 ------------------------------------------------------------------
+def test_each_preset_follows_the_release_it_cites():
+    soft = MoIConfig(mode="soft")
+    assert (soft.region, soft.top_k, soft.soft_emit) == ("thinking", 10, "top1")
+    cold = replace(soft, cold_stop_entropy=0.01)
+    assert (cold.stop_measure, cold.stop_abort) == ("vocab", True)
+    for noise, tau in (("dirichlet", 0.25), ("gumbel", 0.5)):
+        noisy = MoIConfig(mode="soft", noise=noise, cold_stop_entropy=0.1)
+        assert (noisy.top_k, noisy.noise_temperature) == (15, tau)
+        assert (noisy.stop_measure, noisy.stop_abort) == ("vocab_normalized", False)
+        assert MoIConfig(noise=noise).noise_temperature == {"dirichlet": 1.0, "gumbel": 0.5}[noise]
+    req = MoIConfig.from_request({"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"})
+    assert (req.top_k, req.region) == (15, "thinking")
+    assert MoIConfig.from_request({"mixinputs_mode": "soft", "mixinputs_region": "all"}).name == (
+        "soft@all"
+    )
+
+
+@pytest.mark.parametrize(
+    "fields, key",
+    [
+        ({"mixinputs_mode": "soft", "mixinputs_soft_emit": "argmax"}, "mixinputs_soft_emit"),
+        ({"mixinputs_mode": "moi", "mixinputs_soft_emit": "top1"}, "mixinputs_soft_emit"),
+        ({"mixinputs_mode": "soft", "mixinputs_cold_stop_measure": "vocab"}, "cold_stop_measure"),
+        (
+            {
+                "mixinputs_mode": "soft",
+                "mixinputs_cold_stop_entropy": 0.1,
+                "mixinputs_cold_stop_measure": "nats",
+            },
+            "mixinputs_cold_stop_measure",
+        ),
+        ({"mixinputs_mode": "soft", "mixinputs_cold_stop_abort": True}, "cold_stop_abort"),
+        (
+            {
+                "mixinputs_mode": "soft",
+                "mixinputs_cold_stop_entropy": 0.1,
+                "mixinputs_cold_stop_abort": "yes",
+            },
+            "mixinputs_cold_stop_abort",
+        ),
+        ({"mixinputs_mode": "soft", "mixinputs_dirichlet_support": "kept"}, "dirichlet_support"),
+        (
+            {
+                "mixinputs_mode": "soft",
+                "mixinputs_noise": "dirichlet",
+                "mixinputs_dirichlet_support": "all",
+            },
+            "mixinputs_dirichlet_support",
+        ),
+        ({"mixinputs_mode": "selar", "mixinputs_prior": "raw"}, "mixinputs_prior"),
+        ({"mixinputs_mode": "multiplex", "mixinputs_prior": "raw"}, "mixinputs_prior"),
+    ],
+)
+def test_bad_release_options_name_their_key(fields, key):
+    with pytest.raises(MoIConfigError, match=key):
+        MoIConfig.from_request(fields)
+
+
+def test_one_rule_for_mode_and_prior_everywhere():
+    """A mode that reads the sampled distribution refuses the raw prior however it is asked:
+    as a request key, as a ``MoIConfig`` field, and so in ``mixinputs.hf`` (never silently
+    swapped)."""
+    for mode in ("soft", "selar", "multiplex"):
+        with pytest.raises(MoIConfigError, match="mixinputs_prior"):
+            MoIConfig(mode=mode, prior="raw")
+        with pytest.raises(MoIConfigError, match="mixinputs_prior"):
+            MoIConfig.from_request({"mixinputs_mode": mode, "mixinputs_prior": "raw"})
+        assert MoIConfig(mode=mode).prior == "sampling"
+        assert MoIConfig(mode=mode, prior="sampling").prior == "sampling"
+    with pytest.raises(MoIConfigError, match="mixinputs_prior"):
+        MoIConfig(mode="swir", prior="sampling")
+    assert MoIConfig(mode="swir").prior == "raw" and MoIConfig().prior == "raw"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        MoIConfig(mode="soft", soft_emit="sample"),
+        MoIConfig(mode="soft", region="all"),
+        MoIConfig(mode="soft", cold_stop_entropy=0.01, cold_stop_abort=False),
+        MoIConfig(mode="soft", cold_stop_entropy=0.3, cold_stop_measure="candidates"),
+        MoIConfig(mode="soft", noise="dirichlet", dirichlet_support="top_k"),
+        MoIConfig(mode="selar", selar_gate="always", selar_greedy="released"),
+        MoIConfig(mode="swir", swir_ramp_tokens=4096),
+    ],
+    ids=lambda c: c.name,
+)
+def test_release_options_round_trip(config):
+    assert MoIConfig.from_request(config.to_request()) == config
+    assert MoIConfig.from_resolved(config.to_resolved()) == config
+
+
+def test_soft_resolves_its_think_end_and_eos_as_released(caplog):
+    """Soft thinking takes the last token of the think-end text (Soft Thinking's
+    ``schedule_batch.py:735``), said in the log; other methods refuse text that is not one
+    token. Cold Stop's after-thinking end resolves the EOS it emits."""
+    from mixinputs.tokens import resolve_tokens
+
+    class Chars:
+        eos_token_id = 0
+
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+    with caplog.at_level("WARNING"):
+        soft = resolve_tokens(MoIConfig(mode="soft"), Chars(), 200)
+    assert soft.think_end == ord(">") and "last token" in caplog.text
+    assert soft.eos is None  # no Cold Stop: no EOS to emit
+    with pytest.raises(MoIConfigError, match="mixinputs_think_end"):
+        resolve_tokens(MoIConfig(region="thinking"), Chars(), 200)
+    cold = resolve_tokens(MoIConfig(mode="soft", cold_stop_entropy=0.1), Chars(), 200)
+    assert cold.eos == 0
+    noisy = MoIConfig(mode="soft", noise="gumbel", cold_stop_entropy=0.1)
+    assert resolve_tokens(noisy, Chars(), 200).eos is None  # Randomized: no abort
+
+    class NoEos(Chars):
+        eos_token_id = None
+
+    with pytest.raises(MoIConfigError, match="mixinputs_cold_stop_abort"):
+        resolve_tokens(MoIConfig(mode="soft", cold_stop_entropy=0.1), NoEos(), 200)

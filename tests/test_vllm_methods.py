@@ -307,3 +307,109 @@ def test_bad_method_fields_are_rejected_and_the_engine_keeps_serving(llm, extra,
     ok = generate(llm, PROMPTS[:1], [sampled({"mixinputs_mode": "soft"}, max_tokens=4)])
     assert len(ok[0].outputs[0].token_ids) == 4
     assert summary(llm)["alive"] == 0
+
+
+# -- Soft Thinking as released (issue 24) ------------------------------------------------------
+# Soft Thinking's released sampling (scripts/st/qwq32b_st_math.sh: T 0.6, top-k 30, top-p 0.95;
+# its min-p 0.001 is left out here: vLLM applies min-p before top-p, the release after).
+SOFT_RECIPE = {"temperature": 0.6, "top_k": 30, "top_p": 0.95}
+SOFT_CASES = {
+    "soft": {"mixinputs_mode": "soft"},
+    "soft, another seed": {"mixinputs_mode": "soft"},
+    "soft+gumbel": {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"},
+    "soft+dirichlet": {"mixinputs_mode": "soft", "mixinputs_noise": "dirichlet"},
+    # τ above any entropy: </think> forced at the 6th token, the request ended 6 tokens later.
+    "cold stop forced": {
+        "mixinputs_mode": "soft",
+        "mixinputs_think_end": NEVER,
+        "mixinputs_cold_stop_entropy": 100.0,
+        "mixinputs_cold_stop_steps": 6,
+    },
+    "cold stop": {
+        "mixinputs_mode": "soft",
+        "mixinputs_cold_stop_entropy": 1.0,
+        "mixinputs_cold_stop_steps": 2,
+    },
+    "soft+gumbel cold stop": {
+        "mixinputs_mode": "soft",
+        "mixinputs_noise": "gumbel",
+        "mixinputs_cold_stop_entropy": 0.1,
+        "mixinputs_cold_stop_steps": 2,
+    },
+}
+
+
+@pytest.mark.parametrize("greedy", [False, True], ids=["seeded", "greedy"])
+def test_soft_thinking_follows_its_release(llm, greedy):
+    """Soft Thinking (Randomized Soft Thinking with noise) against the transcription of its
+    sampler step and ``update_topk_info`` (``tests/reference_methods.py``), every request of one
+    batch: the same tokens at every step, the same inputs, across ``</think>`` (a token each row
+    reaches: a first run shows which), Cold Stop, and the after-thinking abort (EOS here). Cold
+    Stop fires at the same steps in the engine (read off its recorded state) and in the
+    transcription; without noise two seeds think the same tokens."""
+    from mixinputs.config import MoIConfig
+    from mixinputs.mixing import MethodRows, RegionState
+    from mixinputs.tokens import resolve_tokens
+    from tests import faithfulness
+
+    names = list(SOFT_CASES)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(names))]
+    prompts[1] = prompts[0]  # "soft" twice on one prompt, two seeds
+    recipe = {"temperature": 0.0} if greedy else SOFT_RECIPE
+
+    def params(extras):
+        return [
+            SamplingParams(
+                max_tokens=32, seed=30 + i, ignore_eos=True, extra_args=e, logprobs=0, **recipe
+            )
+            for i, e in enumerate(extras)
+        ]
+
+    never = [{"mixinputs_think_end": NEVER, **SOFT_CASES[n]} for n in names]
+    first = token_ids(generate(llm, prompts, params(never)))
+    extras = []
+    for name, row in zip(names, first, strict=True):
+        end = next(t for j, t in enumerate(row) if j >= 4 and t not in row[:j])
+        extras.append({"mixinputs_think_end": end, **SOFT_CASES[name]})
+    out, records = trace(llm, lambda: generate(llm, prompts, params(extras)))
+    weight = embedding_weight(llm)
+    tokenizer = llm.get_tokenizer()
+    top_k, top_p = (0, 1.0) if greedy else (SOFT_RECIPE["top_k"], SOFT_RECIPE["top_p"])
+    totals: dict[str, int] = {"engine_cold_stops": 0}
+    for i, (name, extra) in enumerate(zip(names, extras, strict=True)):
+        config = resolve_tokens(MoIConfig.from_request(extra), tokenizer, weight.shape[0])
+        steps, cold = [], 0
+        for r in records:
+            for row, (rid, js) in enumerate(zip(r["req_ids"], r["js"], strict=True)):
+                if not same_request(rid, out[i].request_id):
+                    continue
+                steps.append(
+                    faithfulness.Step(
+                        js, r["prior"][row], int(r["sampled"][row]), int(r["emitted"][row]),
+                        r["mixed"][row],
+                    )
+                )  # fmt: skip
+                rows, state = MethodRows(*r["methods"]), RegionState(*r["state"])
+                cold += faithfulness.engine_cold_stop(rows, state, row)
+        assert [s.emitted for s in steps] == list(out[i].outputs[0].token_ids), name
+        # The log-probs say what was emitted (logprobs=0: that token alone), not what was sampled.
+        emitted = out[i].outputs[0]
+        for token, entry in zip(emitted.token_ids, emitted.logprobs, strict=True):
+            assert token in entry and entry[token].rank >= 1, (name, token, entry)
+        try:
+            counts = faithfulness.soft_thinking(steps, config, weight, 30 + i, top_k, top_p, greedy)
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+        assert counts["switches"] == 1, (name, counts)  # it crossed its </think>
+        assert counts["cold_stops"] == cold, (name, counts, cold)
+        if name == "cold stop forced":
+            assert counts["cold_stops"] == 1 and counts["aborts"] == 1, counts
+            assert out[i].outputs[0].token_ids[12] == tokenizer.eos_token_id
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+        totals["engine_cold_stops"] += cold
+    assert totals["cold_stops"] >= 2, totals  # the real thresholds fired too
+    # Without noise the thinking trace is the top-1 of each step: the seed does not enter it.
+    end = extras[0]["mixinputs_think_end"]
+    a, b = (list(out[i].outputs[0].token_ids) for i in (0, 1))
+    assert a[: a.index(end) + 1] == b[: b.index(end) + 1]

@@ -20,15 +20,18 @@ The soft-input family (soft thinking, a thinking region, Cold Stop, noise, SwiRe
 Multiplex; see ``MoIConfig.needs_method_step``) runs the PyTorch reference
 ``mixing.apply_methods``:
 
-- the last processor takes the prior's top-K once per step; with Cold Stop it also runs
-  ``apply_methods`` on them (the entropy it tests depends on the top-K only, not on y) and, for
-  rows whose low-entropy streak reaches L now, sets every score to -inf but the think-end token's,
-  so generate emits that token; SwiReasoning's injected tokens (and the EOS ending its answer
-  budget) are forced the same way, while the token the authors' loop would have sampled is
-  still drawn (with torch's generator) for its ``</think>`` lock;
-- the hook builds the candidates from that top-K and the emitted y, runs ``apply_methods`` with
-  each row's carried ``RegionState`` (the same decision for forced rows, which are fed
-  ``E[think_end]``), mixes, and moves the state on: once per step, here.
+- the last processor takes the prior's top-K once per step, Cold Stop's whole-vocabulary entropy
+  of the raw logits at the request's temperature, and soft thinking's Dirichlet draws over every
+  kept token; for soft thinking and Cold Stop it runs ``apply_methods`` on them (what a row emits
+  then depends on its weights and state, not on y): where the method chooses the token (a soft
+  row's top-1 while thinking, Cold Stop's think-end token, the EOS that ends a request after
+  thinking) every score but that token's becomes -inf, so generate emits it; SwiReasoning's
+  injected tokens (and the EOS ending its answer budget) are forced the same way, while the token
+  the authors' loop would have sampled is still drawn (with torch's generator) for its
+  ``</think>`` lock;
+- the hook builds the candidates from that top-K and the emitted token, runs ``apply_methods``
+  with each row's carried ``RegionState`` (the same decisions), mixes, and moves the state on:
+  once per step, here.
 
 Noise for row b at output position j (its j-th generated token, from 0) is keyed by
 ``(seed + b, j, token id)``; ``seed`` is drawn once per ``generate`` call from torch's global
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
@@ -54,24 +58,31 @@ from mixinputs.config import (
     DEFAULT_BETA,
     DEFAULT_COLD_STOP_STEPS,
     FAMILY_MODES,
+    SELAR_RECIPE,
     MoIConfig,
     MoIConfigError,
     parse_top_k,
 )
 from mixinputs.environment_checks import check_torch_companions
 from mixinputs.mixing import (
+    MEASURE_CODES,
     FamilyInputs,
+    KeptDraws,
     MethodRows,
     RegionState,
     apply_methods,
     candidates_from_logits,
     candidates_from_topk,
     dense_inputs,
+    drop_sampled,
     fresh_state,
+    kept_dirichlet,
+    mask_top_k_top_p,
     method_rows,
     mix_rows,
     mixture_weights,
     row_settings,
+    vocab_entropy,
 )
 from mixinputs.tokens import resolve_tokens
 
@@ -132,8 +143,14 @@ class MoIHandle:
         self._sampling: torch.Tensor | None = None  # [B, V] processed scores of that step
         self._top: tuple[torch.Tensor, torch.Tensor] | None = None  # [B, K] prior top-K
         self._rows: MethodRows | None = None  # [B] settings, built at the first step
+        self._step_rows: MethodRows | None = None  # this step's: position, Cold Stop's entropy
+        self._prior: torch.Tensor | None = None  # [B, V] what this step's methods read
+        self._kept: KeptDraws | None = None  # this step's Dirichlet draws over the kept tokens
         self._position = 0  # output index j of the token the hook mixes next
         self._point_mass = False  # greedy decoding with a "sampling" prior: feed E[y]
+        self._greedy = False  # generate decodes greedily (do_sample off)
+        self._temperature = 1.0  # generate's temperature (Cold Stop's entropy is taken at it)
+        self._max_new_tokens: int | None = None  # SwiReasoning's ramp length
         self._drawn: torch.Tensor | None = None  # [B] SwiReasoning's sample at an injected step
         self._plain_mask = _plain_mask(config, self.embedding.weight)  # [V] math-symbol tokens
         self._table: torch.Tensor | None = None  # [V, D] the input embeddings, for p·E
@@ -188,7 +205,7 @@ class MoIHandle:
                 return original_generate(*args, **kwargs)
             finally:
                 self._active, self._raw, self._sampling, self._top = False, None, None, None
-                self._drawn = self._table = None
+                self._drawn = self._table = self._prior = self._kept = self._step_rows = None
                 del self.model._get_logits_processor
 
         return generate
@@ -197,8 +214,13 @@ class MoIHandle:
         """Per-call state: nothing recorded, rows and state built at the first step."""
         self._raw = self._sampling = self._top = None
         self._rows, self.state, self._position = None, None, 0
-        sampling_prior = self.config.prior == "sampling"
-        self._point_mass = sampling_prior and not _setting(self.model, kwargs, "do_sample", False)
+        self._greedy = not _setting(self.model, kwargs, "do_sample", False)
+        # Plain MoI / direct mixture with a "sampling" prior: greedy is a point mass on y.
+        self._point_mass = self.config.prior == "sampling" and self._greedy
+        self._temperature = (
+            1.0 if self._greedy else float(_setting(self.model, kwargs, "temperature", 1.0) or 1.0)
+        )
+        self._max_new_tokens = _max_new_tokens(self.model, kwargs)
         self._call_seed = 0
         if self.config.draws_random:
             seed = self.seed
@@ -210,21 +232,26 @@ class MoIHandle:
     # -- the step -----------------------------------------------------------------------------
     def _after_processors(self, scores: torch.Tensor) -> torch.Tensor:
         """Step 1 (the last processor): record ``scores`` [B, V]; for the family, the prior's
-        top-K and the Cold Stop decision (scores of stopped rows: -inf but the think-end token)."""
+        top-K, Cold Stop's entropy, the Dirichlet draws over the kept tokens, and the tokens the
+        methods choose (scores of those rows: -inf but that token's)."""
         self._sampling = scores
         if not self._active or not self.config.needs_method_step:
             return scores
-        prior = self._raw if self.config.prior == "raw" else scores
+        prior = self._method_prior(scores)
+        self._prior = prior
         rows = self._method_rows(prior.shape[0], prior.device)
-        # y is not known yet: a placeholder fills its slot (Cold Stop does not read it).
+        # y is not known yet: a placeholder fills its slot (what a method chooses ignores it).
         placeholder = torch.zeros(prior.shape[0], dtype=torch.long, device=prior.device)
         cands = candidates_from_logits(prior, placeholder, self.config.top_k)
         k = cands.ids.shape[1] - 1
         self._top = (cands.scores[:, :k], cands.ids[:, :k])
+        self._kept = None
+        if bool(rows.dirichlet_kept.any()):  # over every kept token (the sampler's cut: -inf)
+            self._kept = kept_dirichlet(prior, rows, k)
         forced = torch.full_like(placeholder, -1)  # [B] the token each row must emit, or -1
-        if self.config.cold_stop_entropy is not None:
-            cold = apply_methods(cands, rows, self.state).forced
-            forced = torch.where(cold, self.config.think_end, forced)
+        if self.config.soft or self.config.cold_stop_entropy is not None:
+            step = apply_methods(cands, rows, self.state, None, self._kept)
+            forced = torch.where(step.chosen, step.sampled, forced)
         if self.config.mode == "swir":
             # An injected token (or the EOS ending the answer budget) is emitted; the token the
             # loop samples at that step is still drawn, as the authors' loop does, and locks the
@@ -239,7 +266,9 @@ class MoIHandle:
         prior = self._raw if self.config.prior == "raw" else self._sampling
         if not self._active or prior is None:
             return None  # prompt tokens, or a call outside generate: plain embeddings
-        self._raw = self._sampling = None
+        raw, self._raw, self._sampling = self._raw, None, None
+        if self.config.needs_method_step:
+            prior = self._prior
         ids = args[0] if args else None
         if ids is None or ids.dim() != 2 or ids.shape != (prior.shape[0], 1):
             raise RuntimeError(
@@ -248,7 +277,7 @@ class MoIHandle:
                 "sampling/greedy decoding with the KV cache"
             )
         if self.config.needs_method_step:
-            mixed = self._method_mixture(prior, ids[:, 0], module)
+            mixed = self._method_mixture(prior, ids[:, 0], module, raw)
         else:
             mixed = self.mixture(prior, ids[:, 0], module, point_mass=self._point_mass)
         return mixed.unsqueeze(1).to(output.dtype)
@@ -270,20 +299,22 @@ class MoIHandle:
         direct = torch.full((batch,), row.direct, device=prior.device)
         fused = _fused_weight(module, prior, self.config.top_k)
         if fused is not None:
-            from mixinputs.fused_step import fused_mix_step
+            from mixinputs.fused_step import fused_candidates, fused_mix
 
             k = self.config.top_k
             row_k = torch.full((batch,), k, dtype=torch.long, device=prior.device)
-            return fused_mix_step(prior, sampled.long(), row_k, k, beta, direct, fused)[2]
+            cands = fused_candidates(prior, sampled.long(), row_k, k)
+            scores = drop_sampled(cands.scores, direct)  # direct mixture ignores y
+            return fused_mix(cands.ids, scores, beta, direct, fused)[1]
         cands = candidates_from_logits(prior, sampled, self.config.top_k)
-        weights = mixture_weights(cands.scores, beta, direct)
+        weights = mixture_weights(drop_sampled(cands.scores, direct), beta, direct)
         # module.forward, not module(): the rows come from the same (possibly scaled) embedding
         # without re-entering this hook.
         rows = module.forward(cands.ids.to(_device_of(module)))  # [B, K+1, D]
         return mix_rows(weights.to(rows.device), rows)
 
     def _method_mixture(
-        self, prior: torch.Tensor, sampled: torch.Tensor, module: nn.Module
+        self, prior: torch.Tensor, sampled: torch.Tensor, module: nn.Module, raw: torch.Tensor
     ) -> torch.Tensor:
         """Step 2 for the family: ``apply_methods`` on this step's top-K and the emitted y [B],
         then the mixture [B, D]; the rows' state moves on by one step."""
@@ -297,7 +328,8 @@ class MoIHandle:
             self._drawn = None
         # Exactly candidates_from_logits(prior, y, top_k), without a second top-K pass.
         cands = candidates_from_topk(top_scores, top_ids, y, prior.gather(-1, y[:, None])[:, 0])
-        rows = self._rows._replace(position=torch.full_like(self._rows.position, self._position))
+        rows, kept = self._step_rows, self._kept
+        self._kept = None
         family = None
         if self.config.mode in FAMILY_MODES:
             family = FamilyInputs(
@@ -305,7 +337,7 @@ class MoIHandle:
                 frozenset({self.config.mode}),
             )  # fmt: skip
         before = self.state
-        step = apply_methods(cands, rows, before, family)
+        step = apply_methods(cands, rows, before, family, kept)
         self.state = step.state
         self._position += 1
         embeds = module.forward(step.ids.to(_device_of(module)))  # [B, K+1, D]
@@ -315,7 +347,7 @@ class MoIHandle:
             mixed = mixed + step.dense.to(mixed.device)[:, None] * dense.to(mixed.device)
         mixed = mixed.to(embeds.dtype)
         for observer in self.observers:  # tests and debugging
-            observer(MixStepRecord(rows, before, prior, y, step.sampled, mixed))
+            observer(MixStepRecord(rows, before, prior, y, step.sampled, mixed, raw))
         return mixed
 
     def _embedding_table(self, module: nn.Module) -> torch.Tensor:
@@ -333,15 +365,44 @@ class MoIHandle:
         return self._table
 
     def _method_rows(self, batch: int, device: torch.device) -> MethodRows:
-        """The rows' settings [B] (built once per generate call) and their fresh state."""
+        """This step's rows [B]: the settings (built once per generate call, with the rows'
+        fresh state), this step's position and Cold Stop's whole-vocabulary entropy."""
         if self._rows is None:
             seeds = [self._call_seed + b for b in range(batch)]
             # Greedy with a "sampling" prior: the sampler's distribution is onehot(y).
             rows = method_rows(
-                [self.config] * batch, [0] * batch, seeds, device, greedy=self._point_mass
+                [self.config] * batch,
+                [0] * batch,
+                seeds,
+                device,
+                greedy=self._greedy,
+                temperature=self._temperature,
+                max_tokens=self._max_new_tokens,
             )
             self._rows, self.state = rows, fresh_state(batch, device)
-        return self._rows
+        rows = self._rows._replace(position=torch.full_like(self._rows.position, self._position))
+        measure = self.config.stop_measure
+        if measure in ("vocab", "vocab_normalized"):  # softmax(raw / T) over the vocabulary
+            normalized = rows.cold_stop_measure == MEASURE_CODES["vocab_normalized"]
+            entropy = vocab_entropy(self._raw, rows.temperature, normalized)
+            rows = rows._replace(vocab_entropy=entropy.to(rows.vocab_entropy.device))
+        self._step_rows = rows
+        return rows
+
+    def _method_prior(self, scores: torch.Tensor) -> torch.Tensor:
+        """[B, V] the logits the methods read: raw, the sampler's ``scores``, or for greedy SeLaR
+        under ``selar_greedy="released"`` the released recipe's distribution (``SELAR_RECIPE``)."""
+        if self.config.prior == "raw":
+            return self._raw
+        if self._greedy and self.config.mode == "selar" and self.config.selar_greedy == "released":
+            temperature, top_k, top_p = SELAR_RECIPE
+            batch = scores.shape[0]
+            return mask_top_k_top_p(
+                self._raw.float() / temperature,
+                torch.full((batch,), top_k, dtype=torch.long, device=scores.device),
+                torch.full((batch,), top_p, device=scores.device),
+            )
+        return scores
 
 
 class MixStepRecord(NamedTuple):
@@ -351,8 +412,9 @@ class MixStepRecord(NamedTuple):
     state: RegionState  # the state they carried into the step
     prior: torch.Tensor  # [B, V] the logits the step read (raw, or the sampler's)
     sampled: torch.Tensor  # [B] the tokens drawn
-    emitted: torch.Tensor  # [B] the tokens generate emitted (Cold Stop, SwiReasoning: forced)
+    emitted: torch.Tensor  # [B] the tokens generate emitted (chosen by a method: forced)
     mixed: torch.Tensor  # [B, D] the inputs fed next
+    raw: torch.Tensor | None = None  # [B, V] the raw logits of the step
 
 
 class _RecordRaw:
@@ -383,7 +445,7 @@ def enable_moi(
     top_k: int | _ModeTopK | None = MODE_TOP_K,
     prior: str | None = None,
     *,
-    region: str = "all",
+    region: str | None = None,
     think_end: str | int | None = None,
     cold_stop_entropy: float | None = None,
     cold_stop_steps: int = DEFAULT_COLD_STOP_STEPS,
@@ -421,6 +483,15 @@ def enable_moi(
     }
     config = _config_of(config, loose)
     embedding = _input_embedding(model)
+    if tokenizer is None and config.needs_eos and config.eos is None:  # the model's own EOS
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
+        if not isinstance(eos, int):
+            raise ValueError(
+                "this method ends a request with the EOS token: pass tokenizer= (or set "
+                "cold_stop_abort=False)"
+            )
+        config = replace(config, eos=eos)
     config = resolve_tokens_of(config, tokenizer, embedding.weight.shape[0])
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an int (or None: drawn per generate call), got {seed!r}")
@@ -439,7 +510,7 @@ def generate(
     mode: str = "moi",
     top_k: int | _ModeTopK | None = MODE_TOP_K,
     prior: str | None = None,
-    region: str = "all",
+    region: str | None = None,
     think_end: str | int | None = None,
     cold_stop_entropy: float | None = None,
     cold_stop_steps: int = DEFAULT_COLD_STOP_STEPS,
@@ -480,7 +551,7 @@ _LOOSE_DEFAULTS = {
     "mode": "moi",
     "top_k": MODE_TOP_K,
     "prior": None,
-    "region": "all",
+    "region": None,
     "think_end": None,
     "cold_stop_entropy": None,
     "cold_stop_steps": DEFAULT_COLD_STOP_STEPS,
@@ -506,22 +577,21 @@ def _config_of(config: MoIConfig | None, loose: dict[str, Any]) -> MoIConfig:
             )
         return config
     fields = {name: value for name, value in loose.items() if name not in ("top_k", "prior")}
-    if fields["think_end"] is None:
-        del fields["think_end"]
+    for name in ("think_end", "region"):  # None: the mode's own
+        if fields[name] is None:
+            del fields[name]
     top_k = loose["top_k"]
     if top_k is not MODE_TOP_K:  # None: the whole vocabulary; an explicit 0 is an error
         fields["top_k"] = parse_top_k(top_k, "top_k")
     prior = loose["prior"]
-    if prior is not None:
-        if loose["mode"] == "soft" and prior != "sampling":
-            raise MoIConfigError(
-                f"mode 'soft' mixes over the distribution the token is sampled from; drop "
-                f"prior={prior!r} (or set it to 'sampling')"
-            )
+    if prior is not None:  # MoIConfig refuses a prior the mode does not read
         fields["prior"] = prior
     if "cold_stop_steps" in given and loose["cold_stop_entropy"] is None:
         raise MoIConfigError("cold_stop_steps needs cold_stop_entropy (the entropy threshold)")
-    return MoIConfig(**fields)
+    try:
+        return MoIConfig(**fields)
+    except MoIConfigError as e:  # here they are arguments, not request keys
+        raise MoIConfigError(str(e).replace("mixinputs_", "")) from None
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -565,6 +635,18 @@ def swir_injection(rows: MethodRows, state: RegionState) -> torch.Tensor:
     token = torch.where(cap & (queue > 0) & (state.swir_queue_pos < length), queued, -1)
     ended = cap & (state.swir_budget == 0) & (rows.eos >= 0)
     return torch.where(ended, rows.eos, token)
+
+
+def _max_new_tokens(model: nn.Module, kwargs: dict[str, Any]) -> int | None:
+    """generate's ``max_new_tokens``, else ``max_length`` less the prompt (None: neither)."""
+    new = _setting(model, kwargs, "max_new_tokens")
+    if new:
+        return int(new)
+    length = _setting(model, kwargs, "max_length")
+    ids = kwargs.get("input_ids")
+    if length and isinstance(ids, torch.Tensor):
+        return max(int(length) - ids.shape[-1], 1)
+    return None
 
 
 def _draw(scores: torch.Tensor) -> torch.Tensor:

@@ -14,27 +14,36 @@ The recipe for one decode step, per row b (a request):
    -inf). ``H`` lies in [0, 1]; a single candidate has ``H = 0``.
 4. Posterior mean. ``w = (H·p + (β+1−H)·onehot(y)) / (β+1)`` written as
    ``t = 1/(β+1); w = t·H·p + (1 − t·H)·onehot(y)``, which is exact at β = inf (``w = onehot``).
-   Direct mixture ignores y: ``w = p``.
+   Direct mixture ignores y: ``w = p`` over the top-K alone (y's slot carries no weight, also
+   when y lies outside the top-K), as the original release's direct mixture does
+   (EvanZhuang/mixinputs @ 7aef34b, ``gpu_model_runner.py:1229-1236``).
 5. Mixture. ``h = Σ_i w_i E[ids_i]``, accumulated in float32, returned in the embedding's dtype.
 
-Rule for y outside the top-K (temperature, top-p or a grammar can sample it): y joins the
+MoI's rule for y outside the top-K (temperature, top-p or a grammar can sample it): y joins the
 candidates with its own probability, so ``w`` stays a convex combination (non-negative, sums to
-one). The original release kept p on the top-K only and added ``(1−H)·E[y]`` on top, whose weights
-then sum to ``1 + H·β/(β+1)``-ish values that are not a distribution. When y is in the top-K both
-rules are the same formula.
+one). The original release kept p on the top-K only and added ``(1−H)·E[y]`` on top
+(``gpu_model_runner.py:1218-1228``): its weights then sum to ``1 − H·β/(β+1)``, not one. When y is
+in the top-K both rules are the same formula.
 
 The soft-input family (``apply_methods``, after step 1, per row; see each function):
 
 - **Soft Thinking** (``soft``): the concept token ``Σ p̃_i E[i]`` over the top-K of the
-  distribution the token is sampled from; the sampled token's own slot carries no weight.
-- **Region** (``think_end``): a row mixes until it samples its think-end token; that token and
-  every later one are fed as plain embeddings (``w = onehot(y)``).
+  distribution the token is sampled from; the sampled token's own slot carries no weight. While
+  thinking, the row emits the heaviest token of the weights it is fed (after noise), not the
+  sampled one (``soft_top1``; Soft Thinking's ``sampler.py:204``).
+- **Region** (``think_end``): a row mixes until it emits its think-end token; that token and
+  every later one are fed as plain embeddings (``w = onehot(token)``).
 - **Cold Stop** (``cold_stop_entropy`` τ, ``cold_stop_steps`` L): after L consecutive thinking
-  steps whose entropy (nats, over the row's top-K) is below τ, the token sampled at that step is
-  replaced by the think-end token, as in Soft Thinking's release.
-- **Noise** (``noise``): Dirichlet(w / τ) weights, or Gumbel-softmax ``softmax((log w + g) / τ)``,
-  drawn from a counter-based generator keyed by (seed, output position, token id): a seeded row
-  gets the same noise in any batch, on any device, after any preemption.
+  steps whose entropy is below τ, the emitted token is replaced by the think-end token; with
+  ``cold_stop_abort``, L more low-entropy steps after thinking end the request (its next token
+  is EOS), as in Soft Thinking's release. The entropy is the whole vocabulary's at the request's
+  temperature (``vocab_entropy``; the engine computes it, ``MethodRows.vocab_entropy``), over log V,
+  or over the top-K candidates (``cold_stop_measure``).
+- **Noise** (``noise``): Dirichlet(w / τ) weights (α = 1/τ), or Gumbel-softmax
+  ``softmax((log w + g) / τ)``, drawn from a counter-based generator keyed by (seed, output
+  position, token id): a seeded row gets the same noise in any batch, on any device, after any
+  preemption. Soft thinking's Dirichlet is drawn over every token the sampler keeps, then the
+  top-K of the draws is taken (``kept_dirichlet``), as both releases do.
 
 No function here syncs with the host, loops over the batch in Python, or modifies its inputs;
 all shapes depend only on (B, K, D), so the step can be captured in a CUDA graph.
@@ -47,12 +56,23 @@ from typing import NamedTuple
 
 import torch
 
-from mixinputs.config import DEFAULT_TOP_K, MAX_QUEUE, parse_beta, parse_top_k
+from mixinputs.config import (
+    COLD_STOP_MEASURES,
+    DEFAULT_TOP_K,
+    DIRICHLET_FLOOR,
+    MAX_QUEUE,
+    SELAR_RECIPE,
+    SWIR_RAMP_TOKENS,
+    parse_beta,
+    parse_top_k,
+)
 
 __all__ = [
     "DEFAULT_TOP_K",
+    "MEASURE_CODES",
     "NOISE_CODES",
     "Candidates",
+    "KeptDraws",
     "MethodRows",
     "MethodStep",
     "RegionState",
@@ -60,7 +80,10 @@ __all__ = [
     "candidate_entropy",
     "candidates_from_logits",
     "candidates_from_topk",
+    "counter_log_gamma",
     "counter_uniform",
+    "drop_sampled",
+    "kept_dirichlet",
     "method_rows",
     "mix_candidates",
     "mix_embeddings",
@@ -72,7 +95,9 @@ __all__ = [
     "restrict_to_row_k",
     "row_settings",
     "sampling_prior_masks",
+    "top_k_normalizer",
     "top_k_of",
+    "vocab_entropy",
 ]
 
 
@@ -251,6 +276,18 @@ def mixture_weights(
     return weights
 
 
+def drop_sampled(scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``scores`` [B, K+1] with the sampled token's slot (the last) at -inf where ``rows`` [B]
+    (bool): direct mixture and soft thinking weigh the top-K alone, whatever y is.
+
+    >>> drop_sampled(torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([True])).tolist()
+    [[1.0, 0.0, -inf]]
+    """
+    k = scores.shape[1] - 1
+    last = torch.where(rows, scores.new_full((), float("-inf")), scores[:, k])
+    return torch.cat([scores[:, :k], last.unsqueeze(-1)], dim=-1)
+
+
 def mix_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``h[b] = Σ_c weights[b, c] · rows[b, c]``: [B, D] in ``rows.dtype``, accumulated in float32.
 
@@ -338,7 +375,7 @@ def mix_embeddings(
     ``w = (H·p + (β+1−H)·onehot(y)) / (β+1)`` and ``h = Σ w_i E[i]``.
     **y outside the top-K**: y becomes candidate K+1 with its own probability, so the weights stay
     a convex combination; when y is in the top-K this equals the original release's
-    ``H·Σ((p + β·onehot)/(1+β))·E + (1−H)·E[y]``.
+    ``H·Σ((p + β·onehot)/(1+β))·E + (1−H)·E[y]``. Direct mixture ignores y wherever it lies.
 
     Example:
         >>> E = torch.eye(4)
@@ -360,7 +397,8 @@ def mix_embeddings(
     betas = _as_beta_tensor(beta, batch, logits.device)
     direct = _as_direct_mask(mode, batch, logits.device)
     cands = candidates_from_logits(logits, sampled_ids, top_k)
-    weights = mixture_weights(cands.scores, betas, direct)
+    scores = cands.scores if direct is None else drop_sampled(cands.scores, direct)
+    weights = mixture_weights(scores, betas, direct)
     return mix_candidates(cands.ids.to(embedding.device), weights.to(embedding.device), embedding)
 
 
@@ -370,14 +408,18 @@ def sampling_prior_masks(
     sampling: torch.Tensor,
     sampler_top_k: torch.Tensor,
     sampler_top_p: torch.Tensor,
+    wide_lse: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cut the candidates of ``sampling`` rows to what the sampler's top-k / top-p kept.
 
     ``scores`` [M, K+1] candidates (top-K sorted descending in [:K], the sampled token last, which
     the sampler kept by definition); ``logits`` [M, V] the distribution the sampler drew from,
     before its top-k / top-p; ``sampling`` [M] bool: rows whose prior is that distribution;
-    ``sampler_top_k`` [M] long (0 = off) and ``sampler_top_p`` [M] float32 (1 = off). Rows not
-    in ``sampling`` come back unchanged.
+    ``sampler_top_k`` [M] long (0 = off) and ``sampler_top_p`` [M] float32 (1 = off);
+    ``wide_lse`` [M]: for rows whose top-k is wider than the candidates, the log-normalizer of
+    their top-k (``top_k_normalizer``; top-p is applied to the distribution after top-k, and the
+    candidates alone cannot give it); None or NaN: such a row normalizes over the whole
+    vocabulary. Rows not in ``sampling`` come back unchanged.
 
     >>> s = torch.tensor([[3.0, 2.0, 1.0, float("-inf")]])
     >>> sampling_prior_masks(s, torch.tensor([[3.0, 2.0, 1.0, 0.0]]), torch.tensor([True]),
@@ -394,6 +436,9 @@ def sampling_prior_masks(
     # top-p on the distribution after top-k: normalizer over the kept set (all of V without k).
     full_lse = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
     kept_lse = torch.logsumexp(top.masked_fill(~keep, float("-inf")), dim=-1, keepdim=True)
+    if wide_lse is not None:  # top-k wider than the candidates: its own normalizer, given
+        known = ((sk > k) & ~torch.isnan(wide_lse))[:, None]
+        full_lse = torch.where(known, wide_lse.float()[:, None], full_lse)
     lse = torch.where(((sk > 0) & (sk <= k))[:, None], kept_lse, full_lse)
     probs = torch.exp(top - lse).masked_fill(~keep, 0.0)
     before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
@@ -403,14 +448,33 @@ def sampling_prior_masks(
     return torch.where(sampling[:, None], out, scores)
 
 
+def top_k_normalizer(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """[W] log Σ exp over each row's ``top_k`` [W] largest of ``logits`` [W, V] (ties at the
+    k-th value kept, as ``sampling_prior_masks``): the normalizer top-p reads after a top-k
+    wider than the candidates. One sort of each row over the vocabulary.
+
+    >>> top_k_normalizer(torch.tensor([[0.0, 0.0, -9.0]]), torch.tensor([2])).tolist()
+    [0.6931471824645996]
+    """
+    values, _ = torch.sort(logits.float(), dim=-1, descending=True)
+    k = top_k.clamp(1, logits.shape[-1])
+    kth = values.gather(1, (k - 1)[:, None])
+    return torch.logsumexp(values.masked_fill(values < kth, float("-inf")), dim=-1)
+
+
 # ------------------------------------------------------------------------- the soft-input family
 NOISE_CODES = {"none": 0, "dirichlet": 1, "gumbel": 2}
+MEASURE_CODES = {name: code for code, name in enumerate(COLD_STOP_MEASURES)}
+"""Cold Stop's measure per row: 0 the whole vocabulary (nats), 1 the same over log V, 2 the
+top-K candidates (``config.COLD_STOP_MEASURES``)."""
 FAMILY_CODES = {"none": 0, "swir": 1, "selar": 2, "multiplex": 3}
 NO_THINK_END = -1  # think_end of a row that mixes every output token (region "all")
 NO_TOKEN = -1  # an unset token id setting
 QUEUE = MAX_QUEUE  # SwiReasoning's longest convergence / termination sequence
 _GAMMA_TRIES = 6  # Marsaglia-Tsang proposals per Gamma draw (each accepted with p >= 0.95)
 _DRAWS = 1 << 20  # counter draw indices of Multiplex's samples (noise uses 0 .. 3·_GAMMA_TRIES)
+KEPT_CHUNK = 8192  # vocabulary tokens per pass of the Gamma draws over every kept token
+_STEP_FIELDS = ("position", "vocab_entropy")  # MethodRows fields an engine sets per step
 
 
 class MethodRows(NamedTuple):
@@ -448,6 +512,14 @@ class MethodRows(NamedTuple):
     multiplex_weighted: torch.Tensor  # bool: weights ∝ the draws' probabilities (else 1/K)
     plain_math: torch.Tensor  # bool: a math-symbol token is fed as itself
     top_k: torch.Tensor  # long: the row's own K (SeLaR's k)
+    soft_top1: torch.Tensor  # bool: while thinking, emit the heaviest fed token (soft thinking)
+    cold_stop_measure: torch.Tensor  # long: MEASURE_CODES
+    cold_stop_abort: torch.Tensor  # bool: after thinking, L low-entropy steps end the request
+    dirichlet_kept: torch.Tensor  # bool: Dirichlet over every kept token, then the top-K
+    temperature: torch.Tensor  # float32: the request's temperature (1 for greedy requests)
+    selar_always: torch.Tensor  # bool: SeLaR feeds its latent input at every step
+    vocab_entropy: torch.Tensor  # float32, this step: the whole vocabulary's entropy (Cold Stop;
+    #                              the engine computes it, NaN where the row does not need it)
 
 
 class RegionState(NamedTuple):
@@ -463,6 +535,7 @@ class RegionState(NamedTuple):
     swir_queue: torch.Tensor  # long: 0 none, 1 convergence, 2 termination being injected
     swir_queue_pos: torch.Tensor  # long: the next token of that sequence
     swir_budget: torch.Tensor  # long: answer tokens left after the termination phrase (-1)
+    ended: torch.Tensor  # bool: Cold Stop ended the request after thinking: emit EOS from now
 
 
 STATE_DTYPES = {
@@ -476,9 +549,10 @@ STATE_DTYPES = {
     "swir_queue": torch.long,
     "swir_queue_pos": torch.long,
     "swir_budget": torch.long,
+    "ended": torch.bool,
 }
 """The tensor dtype of each ``RegionState`` field (what a row carries from step to step)."""
-_FRESH_STATE = (True, 0, False, 0, 0.0, False, 0, 0, 0, -1)
+_FRESH_STATE = (True, 0, False, 0, 0.0, False, 0, 0, 0, -1, False)
 
 
 class MethodStep(NamedTuple):
@@ -490,11 +564,14 @@ class MethodStep(NamedTuple):
     direct: torch.Tensor  # [M] bool
     sampled: torch.Tensor  # [M] long: the emitted token (a forced one where ``forced``)
     state: RegionState  # after this step
-    forced: torch.Tensor  # [M] bool: the sampled token was replaced (Cold Stop, SwiReasoning)
+    forced: torch.Tensor  # [M] bool: the emitted token is not the sampled one
     weights: torch.Tensor  # [M, C] float32: h = Σ_c weights[c] · E[ids[c]] + dense · p·E
     dense: torch.Tensor  # [M] float32: the share of the full-vocabulary input p·E (swir)
     probs: torch.Tensor | None = None  # [M, V] softmax(prior): the p of p·E (swir steps only;
     #                                    [S, V], of FamilyInputs.swir_rows, when those are given)
+    chosen: torch.Tensor | None = None  # [M] bool: the method chose the emitted token (soft's
+    #                                     top-1, Cold Stop, EOS, SwiReasoning's injections),
+    #                                     whatever was sampled
 
 
 class RowSettings(NamedTuple):
@@ -533,6 +610,13 @@ class RowSettings(NamedTuple):
     plain_math: bool
     top_k: int
     sampling: bool
+    soft_top1: bool
+    cold_stop_measure: int
+    cold_stop_abort: bool
+    dirichlet_kept: bool
+    temperature: float
+    selar_always: bool
+    greedy_recipe: bool  # greedy, yet reads SELAR_RECIPE's distribution (selar_greedy released)
 
 
 _FLOAT_ROW = (
@@ -543,8 +627,20 @@ _FLOAT_ROW = (
     "swir_beta",
     "selar_threshold",
     "selar_contrast",
+    "temperature",
 )
-_BOOL_ROW = ("direct", "soft", "sampling", "multiplex_weighted", "plain_math")
+_BOOL_ROW = (
+    "direct",
+    "soft",
+    "sampling",
+    "multiplex_weighted",
+    "plain_math",
+    "soft_top1",
+    "cold_stop_abort",
+    "dirichlet_kept",
+    "selar_always",
+    "greedy_recipe",
+)
 ROW_DTYPES = {
     name: torch.float32 if name in _FLOAT_ROW else torch.bool if name in _BOOL_ROW else torch.long
     for name in RowSettings._fields
@@ -563,22 +659,40 @@ def _queue(value, used: bool) -> tuple[tuple[int, ...], int]:
     return ids + (NO_TOKEN,) * (QUEUE - len(ids)), len(ids)
 
 
-def row_settings(config, *, seed: int = 0, greedy: bool = False) -> RowSettings:
+def row_settings(
+    config,
+    *,
+    seed: int = 0,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    max_tokens: int | None = None,
+) -> RowSettings:
     """The settings row of one request (a ``MoIConfig`` whose tokens are resolved to ids).
 
     ``greedy``: the request decodes greedily. Its sampling distribution is then a point mass on
     y, so a method that reads that distribution (soft thinking, a ``"sampling"`` prior, SeLaR,
     Multiplex) feeds exactly ``E[y]`` (beta = inf, no direct mixture, no soft slot, no family
-    step). Every engine builds its rows through this one function.
+    step) -- except SeLaR under ``selar_greedy="released"``, which then reads ``SELAR_RECIPE``'s
+    distribution. ``temperature``: the request's (Cold Stop's entropy is taken at it; greedy
+    requests at 1, as Soft Thinking's release sets them, ``sampling_params.py:113-116``).
+    ``max_tokens``: the request's, SwiReasoning's ramp length unless the config sets one.
+    Every engine builds its rows through this one function.
 
     >>> from mixinputs.config import MoIConfig
-    >>> soft = MoIConfig(mode="soft")
+    >>> soft = MoIConfig(mode="soft", think_end=5)
     >>> row_settings(soft).soft, row_settings(soft, greedy=True).beta
     (True, inf)
     """
     sampling = config.prior == "sampling"
-    point_mass = sampling and greedy
+    recipe = greedy and config.mode == "selar" and config.selar_greedy == "released"
+    point_mass = sampling and greedy and not recipe
     swir = config.mode == "swir"
+    if recipe:
+        temperature = SELAR_RECIPE[0]
+    elif greedy or not temperature > 0:
+        temperature = 1.0
+    measure = config.stop_measure
+    ramp = config.swir_ramp_tokens or max_tokens or SWIR_RAMP_TOKENS
     family = 0 if point_mass else FAMILY_CODES.get(config.mode, 0)
     convergence, convergence_len = _queue(config.swir_convergence, swir)
     termination, termination_len = _queue(config.swir_termination, swir)
@@ -597,7 +711,7 @@ def row_settings(config, *, seed: int = 0, greedy: bool = False) -> RowSettings:
         swir_beta=config.swir_beta,
         swir_window=config.swir_window,
         swir_max_switches=config.swir_max_switches or 0,
-        swir_ramp_tokens=config.swir_ramp_tokens,
+        swir_ramp_tokens=int(ramp),
         swir_answer_tokens=config.swir_answer_tokens,
         swir_think_end=_token_ids(config.think_end, swir),
         think_start=_token_ids(config.think_start, swir),
@@ -614,24 +728,44 @@ def row_settings(config, *, seed: int = 0, greedy: bool = False) -> RowSettings:
         plain_math=config.plain_math and config.mode in ("swir", "selar"),
         top_k=0 if config.top_k is None else int(config.top_k),  # 0: the whole vocabulary
         sampling=sampling,
+        soft_top1=config.soft and config.soft_emit == "top1" and not point_mass,
+        cold_stop_measure=MEASURE_CODES[measure] if measure is not None else 0,
+        cold_stop_abort=config.stop_abort,
+        dirichlet_kept=config.dirichlet_kept and not point_mass,  # a point mass: no draws
+        temperature=float(temperature),
+        selar_always=config.selar_gate == "always",
+        greedy_recipe=recipe,
     )
 
 
-def method_rows(configs, positions, seeds, device=None, greedy: bool = False) -> MethodRows:
-    """``MethodRows`` for a list of ``MoIConfig`` whose tokens are ids (host side).
+def method_rows(
+    configs,
+    positions,
+    seeds,
+    device=None,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    max_tokens: int | None = None,
+) -> MethodRows:
+    """``MethodRows`` for a list of ``MoIConfig`` whose tokens are ids (host side); the step's
+    ``vocab_entropy`` is NaN (not measured).
 
     >>> from mixinputs.config import MoIConfig
-    >>> rows = method_rows([MoIConfig(mode="soft", noise="gumbel")], [0], [7])
+    >>> rows = method_rows([MoIConfig(mode="soft", noise="gumbel", think_end=5)], [0], [7])
     >>> rows.soft.tolist(), rows.noise.tolist(), rows.noise_temperature.tolist()
     ([True], [2], [0.5])
     """
-    settings = [row_settings(c, seed=s, greedy=greedy) for c, s in zip(configs, seeds, strict=True)]
+    settings = [
+        row_settings(c, seed=s, greedy=greedy, temperature=temperature, max_tokens=max_tokens)
+        for c, s in zip(configs, seeds, strict=True)
+    ]
     columns = {
         name: torch.tensor([getattr(r, name) for r in settings], dtype=ROW_DTYPES[name])
         for name in MethodRows._fields
-        if name != "position"
+        if name not in _STEP_FIELDS
     }
     columns["position"] = torch.tensor(list(positions), dtype=torch.long)
+    columns["vocab_entropy"] = torch.full((len(settings),), float("nan"))
     return MethodRows(**{n: columns[n].to(device) for n in MethodRows._fields})
 
 
@@ -671,16 +805,32 @@ class FamilyInputs(NamedTuple):
     multiplex_rows: torch.Tensor | None = None  # [X] long, ascending: the Multiplex rows, alike
 
 
+class KeptDraws(NamedTuple):
+    """Soft thinking's Dirichlet as released, for some rows (``kept_dirichlet``): their top-K
+    candidates are the top-K of Gamma draws over every token the sampler keeps."""
+
+    ids: torch.Tensor  # [D, K] long
+    scores: torch.Tensor  # [D, K] float32: log of the draws (-inf past the row's own K)
+    rows: torch.Tensor | None = None  # [D] long, ascending: which rows (None: every row)
+
+
 def apply_methods(
-    cands: Candidates, rows: MethodRows, state: RegionState, family: FamilyInputs | None = None
+    cands: Candidates,
+    rows: MethodRows,
+    state: RegionState,
+    family: FamilyInputs | None = None,
+    kept: KeptDraws | None = None,
 ) -> MethodStep:
     """Every soft-input method on one step's candidates (module recipe).
 
     ``cands`` [M, K+1] (the sampled token last, each row already cut to its own K and, for
-    sampling-prior rows, to the sampler's top-k / top-p); ``rows`` and ``state`` [M];
-    ``family``: needed when some row runs SwiReasoning, SeLaR or Multiplex (rows of other
-    methods come out bit for bit the same with or without it). The input fed next is
-    ``Σ_c step.weights[c] · E[step.ids[c]] + step.dense · softmax(prior) @ E``.
+    sampling-prior rows, to the sampler's top-k / top-p); ``rows`` and ``state`` [M] (Cold
+    Stop's whole-vocabulary rows read ``rows.vocab_entropy``); ``family``: needed when some row
+    runs SwiReasoning, SeLaR or Multiplex; ``kept``: the Dirichlet rows' draws over every kept
+    token (``kept_dirichlet``), needed when some row has ``dirichlet_kept``. Rows of other
+    methods come out bit for bit the same with or without either. The input fed next is
+    ``Σ_c step.weights[c] · E[step.ids[c]] + step.dense · softmax(prior) @ E``; the token emitted
+    is ``step.sampled``.
 
     >>> c = Candidates(torch.tensor([[3, 5, 5]]), torch.tensor([[1.0, 1.0, float("-inf")]]))
     >>> from mixinputs.config import MoIConfig
@@ -691,50 +841,82 @@ def apply_methods(
     """
     ids, scores = cands
     k = ids.shape[1] - 1
-    ninf = scores.new_full((), float("-inf"))  # made on the device: no host -> device copy
-    # 1. Soft thinking: the concept token is over the top-K only (the y slot has mass only when
-    #    y lies outside them, and soft rows drop it).
-    scores = torch.cat(
-        [scores[:, :k], torch.where(rows.soft, ninf, scores[:, k]).unsqueeze(-1)], dim=-1
-    )
-    # 2. Cold Stop: count consecutive thinking steps whose top-K entropy is below tau; at L the
-    #    token sampled now is replaced by the think-end token.
+    y = ids[:, k]
     thinking = state.thinking
-    low = thinking & (candidate_entropy(scores[:, :k]) < rows.cold_stop_entropy)
-    low_steps = torch.where(low, state.low_entropy_steps + 1, 0)
-    forced = low & (low_steps >= rows.cold_stop_steps)
-    sampled = torch.where(forced, rows.think_end, ids[:, k])
-    ids = torch.cat([ids[:, :k], sampled.unsqueeze(-1)], dim=-1)
-    # 3. Region: a row mixes until it emits its think-end token; from that token on, plain inputs.
-    active = thinking & (sampled != rows.think_end)
-    # 4. Noise on the mode's weights, as the scores of a direct mixture (softmax gives them back).
+    # 1. Soft thinking and direct mixture weigh the top-K alone: y's slot (with mass only when y
+    #    lies outside the top-K) carries none.
+    scores = drop_sampled(scores, rows.direct)
+    measured = scores[:, :k]  # Cold Stop's "candidates" measure: before any noise
+    # 2. Soft thinking's Dirichlet as released: these rows' candidates are the top-K of their
+    #    Gamma draws over every kept token (their scores are the draws already).
+    drawn = torch.zeros_like(thinking)
+    if kept is not None:
+        drawn = rows.dirichlet_kept
+        new_ids = torch.where(drawn[:, None], _put(kept.rows, ids[:, :k], kept.ids), ids[:, :k])
+        drawn_scores = _put(kept.rows, scores[:, :k], kept.scores)
+        new = torch.where(drawn[:, None], drawn_scores, scores[:, :k])
+        ids = torch.cat([new_ids, ids[:, k:]], dim=-1)
+        scores = torch.cat([new, scores[:, k:]], dim=-1)
+    # 3. Noise on the mode's weights while in the region, as the scores of a direct mixture
+    #    (softmax gives them back).
     beta, direct = rows.beta, rows.direct
-    noisy = active & (rows.noise > 0)
+    noisy = thinking & (rows.noise > 0)
     weights = mixture_weights(scores, beta, direct)  # [M, K+1]
-    #    y in its own top-K holds weight in two columns (its own and the y slot) that would share
-    #    one noise draw (noise is keyed by token): move all of y's weight into the y slot first.
-    y_col = ids[:, :k] == ids[:, k:]  # [M, K]
+    #    MoI's y in its own top-K holds weight in two columns (its own and the y slot) that would
+    #    share one noise draw (noise is keyed by token): move all of y's weight into the y slot
+    #    first. A soft row emitting its top-1 gives y no weight at all (the slot then holds the
+    #    emitted token).
+    y_col = (ids[:, :k] == ids[:, k:]) & ~rows.soft_top1[:, None]  # [M, K]
     y_mass = torch.where(y_col, weights[:, :k], 0.0).sum(dim=-1, keepdim=True)
     weights = torch.cat([weights[:, :k].masked_fill(y_col, 0.0), weights[:, k:] + y_mass], -1)
-    noised = noisy_scores(weights, ids, rows)
+    noised = torch.where(drawn[:, None], scores, noisy_scores(weights, ids, rows))
     scores = torch.where(noisy[:, None], noised, scores)
     direct = direct | noisy
-    # 5. Outside the region: w = onehot(y), exactly.
+    # 4. The emitted token: a soft row in its region emits the heaviest candidate it is fed
+    #    (release: the top-1 of the final weights, after noise), not the sampled one.
+    top1 = thinking & rows.soft_top1
+    heaviest = ids.gather(1, scores.argmax(dim=-1, keepdim=True))[:, 0]
+    emitted = torch.where(top1, heaviest, y)
+    # 5. Cold Stop: count consecutive low-entropy steps; at L while thinking the emitted token
+    #    becomes the think-end token; at L after thinking (cold_stop_abort) the request ends:
+    #    from the next step on it emits EOS.
+    entropy = torch.where(
+        rows.cold_stop_measure == MEASURE_CODES["candidates"],
+        candidate_entropy(measured),
+        rows.vocab_entropy,
+    )
+    low = entropy < rows.cold_stop_entropy  # τ <= 0 (no Cold Stop) and NaN: never
+    counting = thinking | rows.cold_stop_abort
+    low_steps = torch.where(counting & low, state.low_entropy_steps + 1, 0)
+    reached = low & (low_steps >= rows.cold_stop_steps)
+    cold = thinking & reached
+    emitted = torch.where(cold, rows.think_end, emitted)
+    ending = state.ended & (rows.eos >= 0)
+    emitted = torch.where(ending, rows.eos, emitted)
+    ended = state.ended | (~thinking & rows.cold_stop_abort & reached)
+    ids = torch.cat([ids[:, :k], emitted.unsqueeze(-1)], dim=-1)
+    # 6. Region: a row mixes until it emits its think-end token; from that token on, plain inputs.
+    active = thinking & (emitted != rows.think_end)
+    # 7. Outside the region: w = onehot(emitted), exactly.
     beta = torch.where(active, beta, float("inf"))
     direct = direct & active
-    new_state = state._replace(thinking=active, low_entropy_steps=torch.where(active, low_steps, 0))
+    carry = active | (~thinking & rows.cold_stop_abort)  # the count goes on after thinking
+    new_state = state._replace(
+        thinking=active, low_entropy_steps=torch.where(carry, low_steps, 0), ended=ended
+    )
     step = MethodStep(
         ids,
         scores,
         beta,
         direct,
-        sampled,
+        emitted,
         new_state,
-        forced,
+        emitted != y,
         mixture_weights(scores, beta, direct),
         torch.zeros_like(rows.beta),
+        chosen=top1 | cold | ending,
     )
-    # 6. SwiReasoning, SeLaR, Multiplex: their own inputs replace the rows' (see each).
+    # 8. SwiReasoning, SeLaR, Multiplex: their own inputs replace the rows' (see each).
     if family is not None:
         step = _family(step, rows, state, family, active)
     return step
@@ -780,6 +962,7 @@ def _family(
         sampled=put(step.sampled, sw.sampled),
         state=RegionState(*(put(b, a) for a, b in zip(sw.state, step.state, strict=True))),
         forced=put(step.forced, sw.sampled != y_at),
+        chosen=put(step.chosen, sw.sampled != y_at),
         weights=put(weights, sw.weights),
         dense=put(step.dense, sw.dense),
         probs=sw.probs,
@@ -815,7 +998,9 @@ def selar_weights(step: MethodStep, rows: MethodRows, plain: torch.Tensor) -> to
     The row's top-k of the sampling distribution, renormalized: ``w``; its entropy over
     ``log k`` (clamped to [0, 1]): ``Ĥ``. If ``Ĥ >= τ`` (float32) and the sampled token is not
     a math symbol, the input is ``base + λĤ(base − E[top1])`` with ``base = Σ w_i E[i]``, i.e.
-    weights ``(1 + λĤ)w − λĤ·onehot(top1)``; otherwise ``E[y]``.
+    weights ``(1 + λĤ)w − λĤ·onehot(top1)``; otherwise ``E[y]``. Rows with ``selar_always``
+    feed the latent input at every step, math symbols included: what the released batched loop
+    feeds every row once any row of its batch gates (lines 275-303).
     """
     k = step.ids.shape[1] - 1
     top = step.scores[:, :k]  # the row's own top-k (columns past it are -inf)
@@ -823,7 +1008,7 @@ def selar_weights(step: MethodStep, rows: MethodRows, plain: torch.Tensor) -> to
     entropy = -(w * torch.log(w + 1e-10)).sum(dim=-1)
     log_k = torch.log(rows.top_k.float())  # k >= 2 (config): the entropy's ceiling
     h = (entropy / log_k.clamp(min=1e-30)).clamp(0.0, 1.0)
-    gate = (h >= rows.selar_threshold) & ~plain
+    gate = ((h >= rows.selar_threshold) & ~plain) | rows.selar_always
     push = (rows.selar_contrast * h)[:, None]
     top1 = torch.zeros_like(w)
     top1[:, 0] = 1.0
@@ -932,7 +1117,9 @@ def swir_step(
     if plain_mask is not None:
         plain = rows.plain_math & plain_mask[token.clamp(min=0)]
     normal = explicit | locked | plain
-    ramp = t.double() / rows.swir_ramp_tokens.double()
+    # t / max_new_tokens (lines 341, 347); the loop never passes t = max_new_tokens, an engine
+    # given a shorter ramp than the request might: the blends stop at 1.
+    ramp = (t.double() / rows.swir_ramp_tokens.double()).clamp(max=1.0)
     alpha = (rows.swir_alpha + (1 - rows.swir_alpha) * ramp).float()
     beta = (rows.swir_beta + (1 - rows.swir_beta) * ramp).float()
     blend_end = normal & to_explicit
@@ -1043,30 +1230,100 @@ def noisy_scores(weights: torch.Tensor, ids: torch.Tensor, rows: MethodRows) -> 
     # Gumbel-softmax: g = -log(-log u).
     u = counter_uniform(seed, pos, ids[:, :, None], ids.new_zeros((1, 1, 1)))
     gumbel = (log_w - torch.log(-torch.log(u[..., 0]))) / tau
-    # Dirichlet(alpha = w / tau): Gamma(alpha) = Gamma(alpha + 1) * U^(1/alpha), in log space so
-    # small alphas neither underflow nor divide 0 by 0.
-    alpha = w / tau
-    log_gamma = _log_gamma_plus_one(alpha, seed, pos, ids)
-    boost = counter_uniform(seed, pos, ids[:, :, None], ids.new_full((1, 1, 1), 3 * _GAMMA_TRIES))[
-        ..., 0
-    ]
-    dirichlet = torch.where(alpha > 0, log_gamma + torch.log(boost) / alpha, float("-inf"))
+    # Dirichlet(alpha = w / tau), i.e. Dirichlet(α·w) with α = 1/τ: normalized Gamma draws.
+    dirichlet = counter_log_gamma(w / tau, rows.seed, rows.position, ids)
     return torch.where((rows.noise == NOISE_CODES["gumbel"])[:, None], gumbel, dirichlet)
 
 
+def counter_log_gamma(
+    alpha: torch.Tensor, seed: torch.Tensor, position: torch.Tensor, ids: torch.Tensor
+) -> torch.Tensor:
+    """log of Gamma(``alpha``) draws [M, C] (-inf where alpha = 0), token ``ids[b, c]``'s draw
+    keyed by (``seed[b]``, ``position[b]``, the token): normalized over any set of tokens they
+    are a Dirichlet draw. ``Gamma(a) = Gamma(a + 1)·U^(1/a)``, in log space so small shapes
+    neither underflow nor divide 0 by 0.
+
+    >>> a = torch.tensor([[0.5, 0.0]])
+    >>> g = counter_log_gamma(a, torch.tensor([1]), torch.tensor([0]), torch.tensor([[7, 8]]))
+    >>> bool(torch.isfinite(g[0, 0])), g[0, 1].item()
+    (True, -inf)
+    """
+    seed, pos = seed[:, None, None], position[:, None, None]
+    log_gamma = _log_gamma_plus_one(alpha, seed, pos, ids)
+    draw = ids.new_full((1, 1, 1), 3 * _GAMMA_TRIES)
+    boost = counter_uniform(seed, pos, ids[:, :, None], draw)[..., 0]
+    return torch.where(alpha > 0, log_gamma + torch.log(boost) / alpha, float("-inf"))
+
+
+def kept_dirichlet(
+    logits: torch.Tensor, rows: MethodRows, width: int, chunk: int = KEPT_CHUNK
+) -> KeptDraws:
+    """Soft thinking's Dirichlet noise as both releases draw it: over every token the sampler
+    keeps, then the top-K (Randomized Soft Thinking @ 4a95b5a, ``sglang/srt/layers/sampler.py``
+    221-234; Soft Thinking @ b97407c, 160-170).
+
+    ``logits`` [D, V]: the distribution each row samples from, cut to the sampler's top-k /
+    top-p (-inf: not kept); ``rows`` [D]. With ``p`` its softmax, each token with ``p > 1e-7``
+    (``DIRICHLET_FLOOR``, 4a95b5a line 223) gets a draw ``G_t ~ Gamma(α·p_t)`` (α = 1/τ,
+    ``counter_log_gamma``); the candidates are the top ``width`` draws, cut to the row's own K,
+    with scores ``log G`` -- their softmax is the release's ``G / Σ G`` renormalized over the
+    top-K. The vocabulary is drawn ``chunk`` tokens at a time (a fixed number of passes).
+    """
+    m, vocab = logits.shape
+    device = logits.device
+    p = torch.softmax(logits.float(), dim=-1)  # [D, V]
+    alpha = p / rows.noise_temperature.float().clamp(min=1e-6)[:, None]
+    ninf = float("-inf")
+    best = p.new_full((m, width), ninf)
+    best_ids = torch.zeros((m, width), dtype=torch.long, device=device)
+    for start in range(0, vocab, chunk):
+        tokens = torch.arange(start, min(start + chunk, vocab), device=device)
+        part = tokens[None].expand(m, -1)
+        draws = counter_log_gamma(alpha[:, start : start + chunk], rows.seed, rows.position, part)
+        draws = draws.masked_fill(p[:, start : start + chunk] <= DIRICHLET_FLOOR, ninf)
+        values, where = torch.topk(torch.cat([best, draws], dim=1), width, dim=-1)
+        best_ids = torch.cat([best_ids, part], dim=1).gather(1, where)
+        best = values
+    own_k = torch.where(rows.top_k > 0, rows.top_k, width)
+    beyond = torch.arange(width, device=device)[None] >= own_k[:, None]
+    return KeptDraws(best_ids, best.masked_fill(beyond, ninf))
+
+
+def vocab_entropy(
+    logits: torch.Tensor, temperature: torch.Tensor, normalized: torch.Tensor
+) -> torch.Tensor:
+    """Cold Stop's entropy as released: [M] float32, the entropy (nats) of softmax(logits / T)
+    over the whole vocabulary, before top-k / top-p / min-p, ``-Σ p log max(p, 1e-12)`` (Soft
+    Thinking @ b97407c, ``sglang/srt/layers/sampler.py:141``); where ``normalized`` [M], divided
+    by log V (Randomized Soft Thinking @ 4a95b5a, ``sampler.py:175-176``). ``logits`` [M, V]
+    raw, ``temperature`` [M] > 0.
+
+    >>> vocab_entropy(torch.zeros(1, 4), torch.ones(1), torch.tensor([True])).tolist()
+    [1.0]
+    """
+    p = torch.softmax(logits.float() / temperature.float()[:, None], dim=-1)
+    h = -(p * p.clamp(min=1e-12).log()).sum(dim=-1)
+    return torch.where(normalized, h / math.log(logits.shape[-1]), h)
+
+
 def _log_gamma_plus_one(alpha, seed, pos, ids) -> torch.Tensor:
-    """log of a Gamma(alpha + 1) draw [M, C] (Marsaglia-Tsang, shape >= 1), fixed-size tries."""
-    d = (alpha + 1.0 - 1.0 / 3.0)[..., None]  # [M, C, 1]
+    """log of a Gamma(alpha + 1) draw [M, C] (Marsaglia-Tsang, shape >= 1): a fixed number of
+    tries, one at a time ([M, C, 3] uniforms each: the memory of one), the first accepted kept
+    (0 if none is: p <= 0.05 per try). ``seed`` and ``pos`` [M, 1, 1], ``ids`` [M, C]."""
+    d = alpha + 1.0 - 1.0 / 3.0  # [M, C]
     c = 1.0 / torch.sqrt(9.0 * d)
-    draws = torch.arange(3 * _GAMMA_TRIES, device=alpha.device).reshape(1, 1, _GAMMA_TRIES, 3)
-    u = counter_uniform(seed[..., None], pos[..., None], ids[:, :, None, None], draws)
-    z = torch.sqrt(-2.0 * torch.log(u[..., 0])) * torch.cos(2.0 * math.pi * u[..., 1])
-    v = (1.0 + c * z) ** 3  # [M, C, T]
-    log_v = torch.log(v.clamp(min=1e-30))
-    accept = (v > 0) & (torch.log(u[..., 2]) < 0.5 * z * z + d - d * v + d * log_v)
-    first = accept.float().argmax(dim=-1, keepdim=True)  # the first accepted try (0 if none)
-    log_v = torch.where(accept.any(dim=-1, keepdim=True), log_v.gather(-1, first), 0.0)
-    return (torch.log(d) + log_v)[..., 0]
+    log_v = torch.zeros_like(d)
+    found = torch.zeros_like(d, dtype=torch.bool)
+    three = torch.arange(3, device=alpha.device).reshape(1, 1, 3)
+    for t in range(_GAMMA_TRIES):  # a fixed count, not data-dependent
+        u = counter_uniform(seed, pos, ids[:, :, None], three + 3 * t)  # [M, C, 3]
+        z = torch.sqrt(-2.0 * torch.log(u[..., 0])) * torch.cos(2.0 * math.pi * u[..., 1])
+        v = (1.0 + c * z) ** 3
+        lv = torch.log(v.clamp(min=1e-30))
+        accept = (v > 0) & (torch.log(u[..., 2]) < 0.5 * z * z + d - d * v + d * lv)
+        log_v = torch.where(accept & ~found, lv, log_v)
+        found = found | accept
+    return torch.log(d) + log_v
 
 
 _M32 = 0xFFFFFFFF
@@ -1116,27 +1373,45 @@ def mix_step(
     top_k: int,
     row_top_k: torch.Tensor | None = None,
     plain_mask: torch.Tensor | None = None,
+    vocab_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, MethodStep, torch.Tensor]:
     """The whole reference step for every method: (h [M, D], the step, weights [M, K+1]).
 
     ``prior`` [M, V] the logits each row mixes from (raw, or the sampler's for soft / sampling
-    rows, already cut to the sampler's top-k / top-p); ``sampled`` [M]; ``embedding`` [V, D];
-    ``plain_mask`` [V] bool: the math-symbol tokens (SwiReasoning, SeLaR).
+    rows, already cut to the sampler's top-k / top-p: soft thinking's Dirichlet rows draw over
+    the tokens it keeps); ``sampled`` [M]; ``embedding`` [V, D]; ``plain_mask`` [V] bool: the
+    math-symbol tokens (SwiReasoning, SeLaR); ``vocab_logits`` [M, V]: the raw logits, whose
+    entropy at each row's temperature Cold Stop reads (``vocab_entropy``). Without them a row
+    keeps ``rows.vocab_entropy`` (what an engine measured), and where that is NaN the entropy of
+    ``prior`` itself (taken as already at the row's temperature) is used.
 
     >>> E = torch.eye(3)
     >>> from mixinputs.config import MoIConfig
-    >>> rows = method_rows([MoIConfig(mode="soft", top_k=2)], [0], [0])
+    >>> rows = method_rows([MoIConfig(mode="soft", top_k=2, think_end=9)], [0], [0])
     >>> h, step, w = mix_step(torch.tensor([[0.0, 0.0, -9.0]]), torch.tensor([2]), E, rows,
     ...                       fresh_state(1), top_k=2)
-    >>> h.tolist()  # the concept token over the top 2; y = 2 itself carries no weight
-    [[0.5, 0.5, 0.0]]
+    >>> h.tolist(), step.sampled.tolist()  # the concept token over the top 2; it emits the top 1
+    ([[0.5, 0.5, 0.0]], [0])
     """
     cands = candidates_from_logits(prior, sampled, top_k, row_top_k)
+    normalized = rows.cold_stop_measure == MEASURE_CODES["vocab_normalized"]
+    if vocab_logits is not None:
+        rows = rows._replace(
+            vocab_entropy=vocab_entropy(vocab_logits, rows.temperature, normalized)
+        )
+    elif bool(rows.vocab_entropy.isnan().any()):  # host syncs: the reference, not an engine step
+        own = vocab_entropy(prior, torch.ones_like(rows.temperature), normalized)
+        rows = rows._replace(
+            vocab_entropy=torch.where(rows.vocab_entropy.isnan(), own, rows.vocab_entropy)
+        )
+    kept = None
+    if bool((rows.dirichlet_kept & (rows.noise == NOISE_CODES["dirichlet"])).any()):
+        kept = kept_dirichlet(prior, rows, top_k)
     family = None
-    codes = set(rows.family.tolist())  # a host sync: this is the reference, not an engine step
+    codes = set(rows.family.tolist())
     modes = frozenset(mode for mode, code in FAMILY_CODES.items() if code and code in codes)
     if modes:
         family = FamilyInputs(prior, plain_mask, int(rows.multiplex_width.max()) - 1, modes)
-    step = apply_methods(cands, rows, state, family)
+    step = apply_methods(cands, rows, state, family, kept)
     dense = dense_inputs(step.probs, embedding) if step.probs is not None else None
     return mix_step_inputs(step, embedding, dense), step, step.weights

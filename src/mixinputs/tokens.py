@@ -3,8 +3,14 @@
 A request names its tokens as text (``"</think>"``) or ids. The vLLM front end and
 ``mixinputs.hf`` resolve them here, once, so engines only ever see ids: single tokens
 (``think_end``, ``think_start``, SwiReasoning's line break), token sequences (its convergence and
-termination phrases), the math-symbol tokens (``plain_math``) and the EOS id its answer budget
-ends with.
+termination phrases), the math-symbol tokens (``plain_math``) and the EOS id that SwiReasoning's
+answer budget and Cold Stop's after-thinking end emit.
+
+Soft thinking resolves its think-end text as Soft Thinking's release does: the LAST token of the
+text's encoding (eric-ai-lab/Soft-Thinking @ b97407c, ``managers/schedule_batch.py:735``,
+``tokenizer.encode(think_end_str, add_special_tokens=False)[-1]``), the same token on a reasoning
+model, and a token that exists on any other (``>`` for ``</think>`` in SmolLM2; logged). Every other
+method refuses text that is not one token.
 
 >>> class Chars:   # a tokenizer that spells every character as its code point
 ...     eos_token_id = 0
@@ -16,10 +22,18 @@ ends with.
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import replace
 from typing import Any
 
-from mixinputs.config import MAX_QUEUE, MoIConfig, MoIConfigError
+from mixinputs.config import (
+    MAX_QUEUE,
+    SWIR_CONVERGENCE,
+    SWIR_CONVERGENCE_OTHER,
+    MoIConfig,
+    MoIConfigError,
+)
 from mixinputs.math_tokens import math_token_ids
 
 _KEYS = {
@@ -54,6 +68,52 @@ def single_token_id(tokenizer: Any, text: str, key: str) -> int:
     )
 
 
+def last_token_id(tokenizer: Any, text: str, key: str) -> int:
+    """Soft Thinking's release: a one-token ``text``'s id, else the last id of its encoding
+    (``schedule_batch.py:735``), said in the log.
+
+    >>> class Chars:
+    ...     def encode(self, text, add_special_tokens=False): return [ord(c) for c in text]
+    >>> last_token_id(Chars(), "</think>", "k") == ord(">")
+    True
+    """
+    try:
+        return single_token_id(tokenizer, text, key)
+    except MoIConfigError:
+        pass
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+        raise MoIConfigError(f"{key}={text!r} encodes to no token in this model's tokenizer")
+    _logger().warning(
+        "mixinputs: %s=%r is not one token of this tokenizer (%s); soft thinking ends its region "
+        "at its last token, id %d, as Soft Thinking's release does -- pass the id of the model's "
+        "own think-end token to choose another",
+        key,
+        text,
+        list(ids),
+        ids[-1],
+    )
+    return int(ids[-1])
+
+
+def _logger() -> logging.Logger:
+    # Inside a vLLM process under vLLM's logger tree, so its handlers show it.
+    return logging.getLogger("vllm.mixinputs" if "vllm" in sys.modules else __name__)
+
+
+def convergence_text(tokenizer: Any) -> str:
+    """SwiReasoning's convergence words for this model: ``"</think>"`` for a Qwen model, else
+    ``"\\n\\n</think>\\n\\n"`` (sdc17/SwiReasoning @ 7f3b278, ``run.py:458``: ``"Qwen" in
+    model_name``; read here from the tokenizer's ``name_or_path``).
+
+    >>> class Named: name_or_path = "Qwen/Qwen3-8B"
+    >>> convergence_text(Named()), convergence_text(None) == SWIR_CONVERGENCE_OTHER
+    ('</think>', True)
+    """
+    name = str(getattr(tokenizer, "name_or_path", "") or "")
+    return SWIR_CONVERGENCE if "Qwen" in name else SWIR_CONVERGENCE_OTHER
+
+
 def sequence_ids(tokenizer: Any, text: str, key: str) -> tuple[int, ...]:
     """``text`` as 1 to ``MAX_QUEUE`` token ids."""
     ids = tuple(int(i) for i in tokenizer.encode(text, add_special_tokens=False))
@@ -71,6 +131,13 @@ def resolve_tokens(config: MoIConfig, tokenizer: Any, vocab_size: int | None) ->
     fields: dict[str, Any] = {}
     for name, value in config.tokens_to_resolve.items():
         key = _KEYS[name]
+        if value is None:  # SwiReasoning's convergence words: the model family's
+            if tokenizer is None:
+                raise MoIConfigError(
+                    f"{key} is by default the model family's convergence words, which need this "
+                    "model's tokenizer: pass the ids"
+                )
+            value = convergence_text(tokenizer)
         if isinstance(value, str):
             if tokenizer is None:
                 raise MoIConfigError(
@@ -79,6 +146,8 @@ def resolve_tokens(config: MoIConfig, tokenizer: Any, vocab_size: int | None) ->
                 )
             if name in _SEQUENCES:
                 value = sequence_ids(tokenizer, value, key)
+            elif name == "think_end" and config.mode == "soft":
+                value = last_token_id(tokenizer, value, key)
             else:
                 value = single_token_id(tokenizer, value, key)
         for token in value if isinstance(value, tuple) else (value,):
@@ -95,12 +164,14 @@ def resolve_tokens(config: MoIConfig, tokenizer: Any, vocab_size: int | None) ->
                 "tokens): set it to false, or give the engine a tokenizer"
             )
         fields["plain_ids"] = math_token_ids(tokenizer)
-    if config.mode == "swir" and config.swir_max_switches is not None and config.eos is None:
+    if config.needs_eos and config.eos is None:
         eos = getattr(tokenizer, "eos_token_id", None)
         if eos is None:
+            swir = config.mode == "swir"
+            key = "mixinputs_swir_max_switches" if swir else "mixinputs_cold_stop_entropy"
             raise MoIConfigError(
-                "mixinputs_swir_max_switches ends the answer with the EOS token, and this "
-                "model's tokenizer has none"
+                f"{key} ends the request with the EOS token, and this model's tokenizer has none"
+                + ("" if config.mode == "swir" else ": set mixinputs_cold_stop_abort to false")
             )
         fields["eos"] = int(eos)
     return replace(config, **fields) if fields else config

@@ -19,8 +19,14 @@ Examples: ``soft``, ``soft+gumbel``, ``moi@thinking``, ``moi:beta=2``,
 ``moi@thinking:think_end=151668`` (a think-end token given by id), ``swir``,
 ``swir:swir_max_switches=2``, ``selar:selar_threshold=0.7``, ``multiplex:k=3``.
 
+A spec is checked by the server's own rule: its parts become the request keys
+(``mixinputs_mode``, ``mixinputs_<key>``, ...) and ``MoIConfig.from_request`` parses them, as the
+vLLM front end does for every request. So a key of another method (``moi:selar_threshold=0.7``)
+is refused here exactly as the server refuses it with a 400, instead of being dropped from the
+request while the label still names it; an unknown key gets a "did you mean".
+
 Every method has one stable label (:func:`method_label`): ``MoIConfig.name`` plus the options that
-differ from that name's defaults, e.g. ``moi(beta=2)``, ``soft@thinking(cold_stop_entropy=0.01)``.
+differ from that name's defaults, e.g. ``moi(beta=2)``, ``moi@thinking(cold_stop_entropy=0.01)``.
 A label is itself a spec, so what a report prints can be asked for again.
 """
 
@@ -29,18 +35,24 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
-from mixinputs.config import METHOD_KEYS, MODES, NOISES, REGIONS, MoIConfig, MoIConfigError
-
-OPTIONS = (
-    "beta",
-    "top_k",
-    "prior",
-    "think_end",
-    "cold_stop_entropy",
-    "cold_stop_steps",
-    "noise_temperature",
-    *(field for field, _ in METHOD_KEYS.values()),
+from mixinputs.config import (
+    KEY_MODE,
+    KEY_NOISE,
+    KEY_REGION,
+    MODES,
+    NOISES,
+    REGIONS,
+    REQUEST_KEYS,
+    MoIConfig,
+    MoIConfigError,
+    did_you_mean,
 )
+
+_PREFIX = "mixinputs_"
+_IN_THE_NAME = (KEY_MODE, KEY_NOISE, KEY_REGION)  # spelled in the spec's name, not as options
+OPTIONS = tuple(k.removeprefix(_PREFIX) for k in REQUEST_KEYS if k not in _IN_THE_NAME)
+"""The option keys a spec may set: the server's request keys (``config.REQUEST_KEYS``) without
+``mixinputs_``; which of them a method accepts is the server's rule too (``from_request``)."""
 _SEQUENCES = ("swir_convergence", "swir_termination")  # text, or token ids joined by "/"
 FORMS = (
     "standard | MODE[+NOISE][@REGION][:key=value]... with MODE in " + "|".join(MODES) + ", NOISE "
@@ -57,8 +69,8 @@ class MethodSpecError(ValueError):
 def parse_method(spec: str) -> MoIConfig | None:
     """The config a method spec names; None for ``standard``.
 
-    >>> parse_method("soft+gumbel@thinking:think_end=7").name
-    'soft+gumbel@thinking'
+    >>> parse_method("moi+gumbel@thinking:think_end=7").name
+    'moi+gumbel@thinking'
     >>> parse_method("moi:beta=2") == parse_method("moi(beta=2)") == MoIConfig(beta=2)
     True
     >>> parse_method("standard") is None
@@ -79,43 +91,63 @@ def parse_method_options(spec: str) -> tuple[MoIConfig | None, frozenset[str]]:
     head, options = _split_options(text, spec)
     head, _, region = head.partition("@")
     mode, _, noise = head.partition("+")
-    if mode not in MODES:
-        raise MethodSpecError(f"bad method {spec!r}: unknown mode {mode!r}; valid forms: {FORMS}")
-    if noise and noise not in NOISES[1:]:
-        raise MethodSpecError(
-            f"bad method {spec!r}: unknown noise {noise!r} (one of {NOISES[1:]}); "
-            f"valid forms: {FORMS}"
-        )
-    if region and region not in REGIONS:
-        raise MethodSpecError(
-            f"bad method {spec!r}: unknown region {region!r} (one of {REGIONS}); "
-            f"valid forms: {FORMS}"
-        )
-    values: dict = {"mode": mode, "noise": noise or "none"}
+    for part, value, allowed in (
+        ("mode", mode, MODES),
+        ("noise", noise, NOISES[1:]),
+        ("region", region, REGIONS),
+    ):
+        if (value and value not in allowed) or (part == "mode" and not value):
+            raise MethodSpecError(
+                f"bad method {spec!r}: unknown {part} {value!r}{did_you_mean(value, allowed)} "
+                f"(one of {', '.join(allowed)}); valid forms: {FORMS}"
+            )
+    request: dict = {KEY_MODE: mode}
+    if noise:
+        request[KEY_NOISE] = noise
     if region:
-        values["region"] = region
+        request[KEY_REGION] = region
+    explicit: set[str] = set()
     for option in options:
         key, eq, value = (part.strip() for part in option.partition("="))
         if key == "k":  # the mode's K: Multiplex's draws, every other mode's top-k
             key = "multiplex_width" if mode == "multiplex" else "top_k"
-        if key in ("mode", "noise", "region"):
+        if _PREFIX + key in _IN_THE_NAME:
             raise MethodSpecError(
                 f"bad method {spec!r}: option {option!r}: the {key} goes in the name "
                 f"(e.g. soft+gumbel@thinking); valid forms: {FORMS}"
             )
         if not eq or key not in OPTIONS or not value:
+            hint = did_you_mean(key, (*OPTIONS, "k")) if key not in OPTIONS else ""
             raise MethodSpecError(
-                f"bad method {spec!r}: bad option {option!r}, want key=value with key in "
-                f"{OPTIONS}; valid forms: {FORMS}"
+                f"bad method {spec!r}: bad option {option!r}{hint}, want key=value; "
+                f"valid forms: {FORMS}"
             )
-        if key in values:
+        if key in explicit:
             raise MethodSpecError(f"bad method {spec!r}: option {key!r} given twice")
-        values[key] = _value(value, sequence=key in _SEQUENCES)
+        explicit.add(key)
+        request[_PREFIX + key] = _value(value, sequence=key in _SEQUENCES)
     try:
-        config = MoIConfig(**values)
+        # The server's rule (vLLM front end: request_validation), with no MIXINPUTS_BETA default.
+        config = MoIConfig.from_request(request, default=None)
     except MoIConfigError as e:
         raise MethodSpecError(f"bad method {spec!r}: {e}") from None
-    return config, frozenset(values) - {"mode", "noise", "region"}
+    assert config is not None  # the mode is one of MODES, never "off"
+    _check_nothing_dropped(spec, config)
+    return config, frozenset(explicit)
+
+
+def _check_nothing_dropped(spec: str, config: MoIConfig) -> None:
+    """The request a config sends (``to_request``) must ask for that same config: a setting it
+    would not send is refused rather than silently dropped from every sample."""
+    sent = MoIConfig.from_request(config.to_request(), default=None)
+    if sent != config:
+        lost = [
+            f.name for f in fields(MoIConfig) if getattr(sent, f.name) != getattr(config, f.name)
+        ]
+        raise MethodSpecError(
+            f"bad method {spec!r}: its request would not carry {', '.join(lost)}; "
+            f"valid forms: {FORMS}"
+        )
 
 
 def method_label(config: MoIConfig | None, beta: bool = True) -> str:
@@ -125,8 +157,8 @@ def method_label(config: MoIConfig | None, beta: bool = True) -> str:
 
     >>> method_label(MoIConfig(beta=2)), method_label(None), method_label(MoIConfig(mode="soft"))
     ('moi(beta=2)', 'standard', 'soft')
-    >>> method_label(parse_method("soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=256"))
-    'soft@thinking(cold_stop_entropy=0.01)'
+    >>> method_label(parse_method("moi@thinking:cold_stop_entropy=0.01:cold_stop_steps=256"))
+    'moi@thinking(cold_stop_entropy=0.01)'
     """
     if config is None:
         return "standard"

@@ -225,6 +225,19 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
+    """The task called ``name``; an unknown name is a ``ValueError`` with a "did you mean".
+
+    >>> get_task("gsm8k").name
+    'gsm8k'
+    >>> get_task("gsm8K")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown task 'gsm8K' (did you mean 'gsm8k'?); tasks: countdown, aime, ...
+    """
+    from mixinputs.config import did_you_mean
+
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+        raise ValueError(
+            f"unknown task {name!r}{did_you_mean(name, TASKS)}; tasks: {', '.join(TASKS)}"
+        )
     return TASKS[name]

@@ -8,7 +8,7 @@ each request's slot row of ``MixedInputEmbedding``:
    One width for every batch makes a row's result independent of the rest of the batch.
 4. For batches with a soft-input method beyond MoI / direct mixture (soft thinking, a thinking
    region, Cold Stop, noise, SwiReasoning, SeLaR, Multiplex): ``mixing.apply_methods`` on the
-   candidates, per row.
+   candidates, per row. Direct mixture rows weigh the top-K alone (y's slot: -inf).
 5. Weights and the mixture ``Σ w_i E[i]`` (SwiReasoning rows: plus their share of ``p·E``),
    written into the slots.
 
@@ -28,12 +28,14 @@ import torch
 from mixinputs.mixing import (
     Candidates,
     FamilyInputs,
+    KeptDraws,
     MethodRows,
     MethodStep,
     RegionState,
     apply_methods,
     candidates_from_logits,
     dense_inputs,
+    drop_sampled,
     mixture_weights,
     restrict_to_row_k,
     sampling_prior_masks,
@@ -49,6 +51,7 @@ class SamplerMasks:
     sampling: torch.Tensor  # [M] bool: rows whose prior is the sampler's distribution
     top_k: torch.Tensor  # [M] long (0 = off)
     top_p: torch.Tensor  # [M] float32 (1 = off)
+    wide_lse: torch.Tensor | None = None  # [M]: the normalizer of a top-k wider than K (NaN: -)
 
 
 class MixStep:
@@ -84,6 +87,7 @@ class MixStep:
         methods: tuple[MethodRows, RegionState] | None = None,
         family: FamilyInputs | None = None,
         dense_rows: torch.Tensor | None = None,
+        kept: KeptDraws | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, MethodStep | None]:
         """Mix ``M`` rows into ``embed.slots[slots]``; returns (ids, weights) [M, K+1] for the
         replay history, and the methods' step (None without ``methods``).
@@ -93,7 +97,8 @@ class MixStep:
         ``methods``: the rows' soft-input settings and carried state, when any row needs more
         than MoI / direct mixture (their beta and direct then replace ``beta`` and ``direct``);
         ``family``: when some row runs SwiReasoning, SeLaR or Multiplex; ``dense_rows`` [S]: the
-        SwiReasoning rows, whose input includes ``softmax(prior) @ E``.
+        SwiReasoning rows, whose input includes ``softmax(prior) @ E``; ``kept``: soft
+        thinking's Dirichlet draws over every kept token (``mixing.kept_dirichlet``).
         """
         k = self.width_k
         if self.fused_weight is not None:
@@ -106,15 +111,17 @@ class MixStep:
             cands = candidates_from_logits(prior, sampled, k)
         if masks is not None:  # the sampler's masks need the uncut columns
             scores = sampling_prior_masks(
-                cands.scores, prior, masks.sampling, masks.top_k, masks.top_p
+                cands.scores, prior, masks.sampling, masks.top_k, masks.top_p, masks.wide_lse
             )
             cands = Candidates(cands.ids, scores)
         if row_top_k is not None and cut is None:
             cands = restrict_to_row_k(cands, row_top_k)
         step = None
         if methods is not None:
-            step = apply_methods(cands, *methods, family)
+            step = apply_methods(cands, *methods, family, kept)
             cands, beta, direct = Candidates(step.ids, step.scores), step.beta, step.direct
+        else:  # direct mixture weighs the top-K alone (apply_methods does the same)
+            cands = Candidates(cands.ids, drop_sampled(cands.scores, direct))
         out = self.embed.slots
         if self.fused_weight is not None:
             weights, _ = fused_mix(

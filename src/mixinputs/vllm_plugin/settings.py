@@ -21,6 +21,11 @@ class PluginSettings:
     replay_rows: int = DEFAULT_REPLAY_ROWS
 
     @classmethod
+    def fallback(cls) -> PluginSettings:
+        """The settings of an engine whose variables could not be read (MoI is off there)."""
+        return cls(default=None, max_top_k=DEFAULT_TOP_K)
+
+    @classmethod
     def from_env(cls) -> PluginSettings:
         """The settings the environment asks for (a ``MoIConfigError`` naming a bad variable).
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 
+from mixinputs.config import SELAR_RECIPE
 from mixinputs.mixing import (
     ROW_DTYPES,
     ROW_WIDTHS,
@@ -59,6 +60,7 @@ class SlotRows(NamedTuple):
     sampling: torch.Tensor  # [M] bool: the prior is the sampler's distribution
     sampler_top_k: torch.Tensor  # [M] long (0 = off)
     sampler_top_p: torch.Tensor  # [M] float32 (1 = off)
+    greedy_recipe: torch.Tensor  # [M] bool: greedy, its prior read at the recipe's temperature
 
 
 class SlotSettings:
@@ -67,7 +69,7 @@ class SlotSettings:
     >>> from mixinputs.config import MoIConfig
     >>> from mixinputs.mixing import row_settings
     >>> table = SlotSettings(4, torch.device("cpu"))
-    >>> table.assign(2, row_settings(MoIConfig(mode="soft"), seed=7))
+    >>> table.assign(2, row_settings(MoIConfig(mode="soft", think_end=5), seed=7))
     >>> table.upload()
     >>> rows = table.gather(torch.tensor([2]), torch.tensor([0]))
     >>> rows.methods.soft.tolist(), rows.row_top_k.tolist(), rows.sampling.tolist()
@@ -104,8 +106,12 @@ class SlotSettings:
         sampler_top_p: float = 1.0,
     ) -> None:
         """A request takes ``slot``: its settings and a fresh carried state (on the device from
-        the next ``upload``)."""
+        the next ``upload``). A greedy SeLaR request under ``selar_greedy="released"`` is cut
+        by the released recipe's top-k / top-p (``SELAR_RECIPE``; vLLM resets a greedy
+        request's own)."""
         values = settings._asdict()
+        if settings.greedy_recipe:
+            sampler_top_k, sampler_top_p = SELAR_RECIPE[1:]
         values["sampler_top_k"] = max(int(sampler_top_k or 0), 0) if settings.sampling else 0
         values["sampler_top_p"] = float(sampler_top_p) if settings.sampling else 1.0
         values.update(zip(STATE_DTYPES, _FRESH, strict=True))
@@ -164,14 +170,16 @@ class SlotSettings:
                 return f[c]
             return i[c].bool() if COLUMNS[name] == torch.bool else i[c]
 
-        fields = {n: col(n) for n in MethodRows._fields if n != "position"}
+        fields = {n: col(n) for n in MethodRows._fields if n not in ("position", "vocab_entropy")}
+        unmeasured = torch.full_like(f[0], float("nan"))  # the step measures it (Cold Stop)
         return SlotRows(
-            methods=MethodRows(position=positions, **fields),
+            methods=MethodRows(position=positions, vocab_entropy=unmeasured, **fields),
             state=RegionState(*(col(n) for n in STATE_DTYPES)),
             row_top_k=col("top_k"),
             sampling=col("sampling"),
             sampler_top_k=col("sampler_top_k"),
             sampler_top_p=col("sampler_top_p"),
+            greedy_recipe=col("greedy_recipe"),
         )
 
     def store_state(self, slots: torch.Tensor, state: RegionState) -> None:
