@@ -116,12 +116,12 @@ def test_a_thinking_arm_gets_a_think_end_id_the_model_never_emits(tmp_path):
     region stays open for the whole run; a think-end the spec names is kept."""
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 500}))
     arms = bench.bench_methods(
-        ["moi@thinking", "soft@thinking:cold_stop_entropy=0.01", "moi@thinking:think_end=7"],
+        ["moi@thinking", "moi@thinking:cold_stop_entropy=0.01", "moi@thinking:think_end=7"],
         1.0,
         str(tmp_path),
     )
     assert arms["moi@thinking"].to_request()["mixinputs_think_end"] == 499
-    assert arms["soft@thinking(cold_stop_entropy=0.01)"].think_end == 499
+    assert arms["moi@thinking(cold_stop_entropy=0.01)"].think_end == 499
     assert arms["moi@thinking(think_end=7)"].think_end == 7
     assert bench.never_emitted_token_id(str(tmp_path / "missing")) == "</think>"
 
@@ -178,6 +178,39 @@ def test_the_interval_is_reproducible_and_inside_the_rounds():
     assert min(rounds) <= lo <= spread.spread_of(rounds).median <= hi <= max(rounds)
     narrower = spread.median_interval(rounds, confidence=0.5)
     assert lo <= narrower[0] <= narrower[1] <= hi
+
+
+def test_the_interval_is_scipys_percentile_bootstrap_of_the_median():
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    rounds = [0.93, 1.02, 0.97, 1.05, 0.99, 0.95, 1.01, 0.98, 1.03, 0.96]
+    theirs = bootstrap(
+        (rounds,),
+        np.median,
+        n_resamples=spread.RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
+    assert spread.median_interval(rounds) == pytest.approx((theirs.low, theirs.high))
+    assert spread.median_interval([1.2]) == (1.2, 1.2)  # one round is its own interval
+
+
+def test_a_run_prints_each_result_once_and_ends_with_a_headline(capsys):
+    fast = bench.Result.from_rates(
+        "vllm", 8, 16, [100] * 8, [90, 91, 92, 90, 91, 92, 90, 91], [100] * 8, clock="decode"
+    )
+    bench.report.print_result(fast)  # as the run prints it when the shape is measured
+    bench.report.print_summary([fast], None, 12.0, printed=True)
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.strip().startswith("vllm batch 8 x 16") for line in out) == 1
+    assert out[-1].startswith("headline: moi/vanilla 0.910 [0.90") and out[-1].endswith(
+        "slower at batch 8 x 16"
+    )
+    bench.report.print_summary([fast], None, None)  # --report: the results, then the headline
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("vllm batch 8 x 16") for line in out) == 1
+    assert out[-1].startswith("headline: ")
 
 
 def test_too_few_rounds_say_so_instead_of_a_verdict():

@@ -253,7 +253,10 @@ def test_run_is_one_submission_and_resumes(tmp_path):
         "extracted",
         "correct",
         "tokens",
+        "request",
+        "settings",
     }
+    assert r["settings"]["max_tokens"] == 2048 and r["settings"]["backend"] == "echo"
     for r in records:  # each record carries its own sample's answer, whatever the finish order
         assert r["correct"] is (r["config"]["method"] == "moi" and r["seed"] == 0)
     # Interrupt: drop the last records and cut a line in half, then resume.
@@ -343,19 +346,57 @@ def test_hf_style_backends_stream_grouped_by_settings():
 
 @pytest.mark.slow
 def test_cli_end_to_end_on_the_embedded_model_hf(tmp_path):
-    from mixinputs.cli import main
+    """The command as a user runs it: quiet (the model's own output goes to a log), a complete
+    file is not run again (no model is loaded), and another --max-tokens is refused in a line."""
+    import subprocess
+    import sys
+
+    from mixinputs.eval.methods import method_label, parse_method
 
     out = tmp_path / "hf.jsonl"
+    spec = "moi+gumbel@thinking:think_end=49151"
     argv = "eval --task countdown,gsm8k --backend hf --limit 1 --max-tokens 12 --beta 1 "
-    argv += "--method moi,soft+gumbel@thinking:think_end=49151 --out"
-    assert main([*argv.split(), str(out)]) == 0
+    argv = [*argv.split(), "--method", f"moi,{spec}", "--out", str(out)]
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "mixinputs", *args], capture_output=True, text=True, timeout=600
+        )
+
+    first = cli(*argv)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "starting transformers on SmolLM2-135M-Instruct-bf16" in first.stderr
+    assert "Loading weights" not in first.stderr  # transformers' own bar went to the log
+    assert "eval: 100%" in first.stderr  # the run's progress bar reaches the terminal
     records = runner.read_records(out)
     assert len(records) == 2 * 1 * 3
     assert {r["backend"] for r in records} == {"hf"}
     methods = {r["config"]["method"] for r in records}
-    assert methods == {"standard", "moi", "soft+gumbel@thinking(think_end=49151)"}
+    assert methods == {"standard", "moi", method_label(parse_method(spec), beta=False)}
+    settings = records[0]["settings"]
+    assert (
+        settings["max_tokens"] == 12
+        and settings["dtype"]
+        and settings["model"].startswith("SmolLM2-135M-Instruct-bf16@")
+    )
     assert out.with_suffix(".md").read_text().count("|") > 10
     assert out.with_suffix(".png").exists()
+
+    again = cli(*argv)  # every sample is on disk: nothing to generate, no model loaded
+    assert again.returncode == 0 and "0 new samples" in again.stdout
+    assert "starting transformers" not in again.stderr
+
+    shorter = cli(*[("8" if a == "12" else a) for a in argv])
+    assert shorter.returncode == 2
+    assert shorter.stderr.strip().splitlines() == [
+        f"error: {out} was made with other settings: max_tokens 12 (this command: 8); write to "
+        f"another --out, or read this one with `mixinputs eval report {out}` "
+        f"(`mixinputs eval rescore {out}` re-scores it)"
+    ]
+    assert len(runner.read_records(out)) == 6  # untouched
+
+    from mixinputs.cli import main
+
     assert main(["eval", "rescore", str(out)]) == 0
 
 
@@ -426,6 +467,14 @@ def test_method_specs_name_every_method_of_the_family():
         ("moi:cold_stop_entropy=0.1", "region"),
         ("soft:top_k=0", "top_k"),
         ("moi:beta=-1", "beta must be >= 0"),
+        # A key of another method is refused as the server refuses it, not dropped.
+        ("moi:selar_threshold=0.7", "mixinputs_selar_threshold belongs to mode 'selar'"),
+        ("selar:swir_window=3", "mixinputs_swir_window belongs to mode 'swir'"),
+        ("moi:think_end=5", "needs mixinputs_region='thinking'"),
+        ("moi:cold_stop_steps=5", "needs mixinputs_cold_stop_entropy"),
+        ("moi:bta=2", "bad option 'bta=2' (did you mean 'beta'?)"),
+        ("mio", "unknown mode 'mio' (did you mean 'moi'?)"),
+        ("soft+gumbl", "unknown noise 'gumbl' (did you mean 'gumbel'?)"),
     ],
 )
 def test_bad_method_specs_say_what_is_wrong(spec, names):
@@ -464,12 +513,12 @@ def test_an_empty_method_list_is_an_error():
         ("moi@thinking", "moi@thinking"),
         ("moi@thinking:think_end=151668", "moi@thinking(think_end=151668)"),
         (
-            "soft@thinking:cold_stop_steps=256:cold_stop_entropy=0.01",
-            "soft@thinking(cold_stop_entropy=0.01)",
+            "moi@thinking:cold_stop_steps=256:cold_stop_entropy=0.01",
+            "moi@thinking(cold_stop_entropy=0.01)",
         ),
         (
-            "soft+gumbel@thinking:cold_stop_entropy=0.125:cold_stop_steps=64",
-            "soft+gumbel@thinking(cold_stop_entropy=0.125, cold_stop_steps=64)",
+            "moi+gumbel@thinking:cold_stop_entropy=0.125:cold_stop_steps=64",
+            "moi+gumbel@thinking(cold_stop_entropy=0.125, cold_stop_steps=64)",
         ),
     ],
 )
@@ -551,31 +600,31 @@ class MethodEcho(EchoSolver):
 
 def test_methods_run_side_by_side_in_one_run_and_one_report(tmp_path):
     out = tmp_path / "run.jsonl"
-    specs = ["moi", "direct", "soft", "soft+gumbel@thinking:think_end=5"]
+    specs = ["moi", "direct", "soft", "moi+gumbel@thinking:think_end=5"]
     configs = runner.plan_configs([1.0], [0.6], [0.95], methods=specs)
-    backend = MethodEcho(solves="soft+gumbel@thinking(think_end=5)")
+    backend = MethodEcho(solves="moi+gumbel@thinking(think_end=5)")
     assert run_countdown(out, backend, configs=configs, limit=4) == 4 * 5
     assert backend.submissions == [20]  # every method in one submission
     assert {str(c) for c in backend.sent} == {str(c.moi()) for c in configs}
     records = runner.read_records(out)
     methods = {r["config"]["method"] for r in records}
-    assert methods == {"standard", "moi", "direct", "soft", "soft+gumbel@thinking(think_end=5)"}
+    assert methods == {"standard", "moi", "direct", "soft", "moi+gumbel@thinking(think_end=5)"}
     for r in records:  # a record's config names the method it ran; its key is the config's
         assert runner.DecodeConfig(**r["config"]).key == r["config_key"]
-        assert r["correct"] is (r["config"]["method"] == "soft+gumbel@thinking(think_end=5)")
+        assert r["correct"] is (r["config"]["method"] == "moi+gumbel@thinking(think_end=5)")
         config = runner.DecodeConfig(**r["config"]).moi()
         assert r["request"] == (config.to_request() if config else {"mixinputs_mode": "off"})
     pairs = {p.moi_key: p for p in report.paired(records)}
     assert set(pairs) == {c.key for c in configs} - {"standard|T=0.6|top_p=0.95"}
     assert all(p.standard_key == "standard|T=0.6|top_p=0.95" for p in pairs.values())
-    assert pairs["soft+gumbel@thinking(think_end=5)|T=0.6|top_p=0.95"].only_moi == 4
+    assert pairs["moi+gumbel@thinking(think_end=5)|beta=1|T=0.6|top_p=0.95"].only_moi == 4
     assert pairs["soft|T=0.6|top_p=0.95"].only_moi == 0
-    soft_gumbel = next(r for r in records if r["config"]["method"].startswith("soft+gumbel"))
-    assert soft_gumbel["request"]["mixinputs_noise_temperature"] == 0.5  # defaults are recorded
+    moi_gumbel = next(r for r in records if r["config"]["method"].startswith("moi+gumbel"))
+    assert moi_gumbel["request"]["mixinputs_noise_temperature"] == 0.5  # defaults are recorded
     table = report.markdown(records)
-    for c in configs:
-        assert f"| {c.key} |" in table  # the accuracy table and the paired table list each
-    assert "| soft+gumbel@thinking(think_end=5) − standard (best config) | +100.00 |" in table
+    for c in configs:  # the accuracy table and the paired table list each (| escaped)
+        assert f"| {report.md_cell(c.key)} |" in table
+    assert "| moi+gumbel@thinking(think_end=5) − standard (best config) | +100.00 |" in table
     assert "| direct − standard (best config) | +0.00 |" in table
     assert "| MoI (best beta) | 0.00 |" in table
     png = report.plot(records, tmp_path / "plot.png")
@@ -622,9 +671,12 @@ OLD_RECORDS = [
 ]
 
 
-def test_old_result_files_still_resume_rescore_and_report(tmp_path):
+def test_old_result_files_still_rescore_and_report_but_never_resume(tmp_path):
     out = tmp_path / "old.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in OLD_RECORDS))
+    # No settings recorded: nothing can tell whether its samples match a command.
+    with pytest.raises(runner.ResumeError, match="before records carried their generation"):
+        run_countdown(out)
     assert runner.rescore(out) == (9, 0)
     records = runner.read_records(out)
     for r in records:

@@ -20,17 +20,29 @@ pytest.importorskip("httpx")
 
 
 class _Flaky(BaseHTTPRequestHandler):
-    """Answers 503 to the first ``failures`` POSTs, then echoes the request body."""
+    """Answers ``status`` (with ``Retry-After``) to the first ``failures`` POSTs, then echoes the
+    request body; ``arrived`` keeps each POST's arrival time."""
 
     failures = 2
+    status = 503
+    retry_after_s = 1.2  # longer than the client's own first backoffs (at most 0.5 s and 1 s)
     seen: ClassVar[list[dict]] = []
+    arrived: ClassVar[list[float]] = []
 
     def do_POST(self):
+        import time
+
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append(body)
+        type(self).arrived.append(time.monotonic())
         if len(type(self).seen) <= type(self).failures:
-            self.send_response(503)
+            data = json.dumps({"error": {"message": "busy", "code": self.status}}).encode()
+            self.send_response(self.status)
+            self.send_header("retry-after", str(self.retry_after_s))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            self.wfile.write(data)
             return
         data = json.dumps({"echo": body}).encode()
         self.send_response(200)
@@ -45,7 +57,7 @@ class _Flaky(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def flaky_server():
-    _Flaky.seen = []
+    _Flaky.seen, _Flaky.arrived, _Flaky.failures, _Flaky.status = [], [], 2, 503
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -54,27 +66,39 @@ def flaky_server():
     server.server_close()
 
 
-def test_5xx_is_retried_with_backoff(flaky_server):
-    backend = OpenAIBackend(flaky_server, model="m", backoff_s=0.01, check_server=False)
+def test_5xx_is_retried_as_retry_after_asks(flaky_server):
+    """The openai client's retries: a 503 is retried after the server's Retry-After (1.2 s here,
+    longer than the client's own backoff would wait: the gaps can only have come from the header;
+    a busy machine makes them longer, never shorter)."""
+    backend = OpenAIBackend(flaky_server, model="m", check_server=False)
     assert backend._post("/v1/completions", {"x": 1}) == {"echo": {"x": 1}}
     assert len(_Flaky.seen) == 3  # two 503s, then the answer
+    gaps = [b - a for a, b in zip(_Flaky.arrived, _Flaky.arrived[1:], strict=False)]
+    assert all(gap >= 1.1 for gap in gaps), gaps
     _Flaky.seen = []
-    impatient = OpenAIBackend(
-        flaky_server, model="m", backoff_s=0.01, max_retries=1, check_server=False
-    )
-    with pytest.raises(ServerError, match="failed 2 times, last: HTTP 503"):
+    impatient = OpenAIBackend(flaky_server, model="m", max_retries=1, check_server=False)
+    with pytest.raises(ServerError, match="answered 503") as err:
         impatient._post("/v1/completions", {"x": 1})
+    assert err.value.status == 503 and len(_Flaky.seen) == 2
+
+
+def test_a_refusal_is_not_retried(flaky_server):
+    _Flaky.status = 400  # e.g. a bad MoI setting: the answer, not a hiccup
+    backend = OpenAIBackend(flaky_server, model="m", check_server=False)
+    with pytest.raises(ServerError, match="answered 400") as err:
+        backend._post("/v1/completions", {"x": 1})
+    assert err.value.status == 400 and len(_Flaky.seen) == 1
 
 
 def test_connection_errors_are_retried_then_reported():
     from tests.vllm_support import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    backend = OpenAIBackend(url, model="m", backoff_s=0.01, max_retries=2, check_server=False)
-    with pytest.raises(ServerError, match="failed 3 times, last: ConnectError"):
+    backend = OpenAIBackend(url, model="m", max_retries=1, check_server=False)
+    with pytest.raises(ServerError, match="failed 2 times, last: Connect"):
         backend._post("/v1/completions", {})
     with pytest.raises(ServerError, match="cannot list the models served"):
-        OpenAIBackend(url, backoff_s=0.01, max_retries=0)
+        OpenAIBackend(url, max_retries=0)
 
 
 def test_requests_carry_moi_per_request():

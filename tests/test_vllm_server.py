@@ -104,3 +104,50 @@ def test_bad_values_are_400_before_any_byte_of_a_stream(client, server_log, endp
     log = server_log.read_text()[len(before) :]
     assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
     assert complete(client, {"mixinputs_beta": 1.0}).choices[0].text  # still serving
+
+
+def _send(client, endpoint, stream, **body):
+    if endpoint == "chat":
+        reply = client.chat.completions.create(
+            model="smol",
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=4,
+            extra_body=body,
+            stream=stream,
+        )
+    else:
+        reply = client.completions.create(
+            model="smol", prompt="Hi", max_tokens=4, extra_body=body, stream=stream
+        )
+    return list(reply) if stream else reply
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_a_top_level_mixinputs_key_is_400_saying_it_goes_in_vllm_xargs(client, endpoint, stream):
+    """``extra_body={"mixinputs_beta": 1}`` (no ``vllm_xargs``) was standard decoding with a 200:
+    now a 400 before any stream starts, naming the key in ``param``."""
+    with pytest.raises(openai.BadRequestError) as err:
+        _send(client, endpoint, stream, mixinputs_beta=1.0)
+    assert err.value.status_code == 400 and err.value.param == "mixinputs_beta"
+    assert "mixinputs_beta is a top-level field of this request" in str(err.value)
+    assert '{"vllm_xargs": {"mixinputs_beta": ...}}' in str(err.value)
+    assert _send(client, endpoint, False, vllm_xargs={"mixinputs_beta": 1.0}).choices
+
+
+@pytest.mark.parametrize(
+    "xargs, key, says",
+    [
+        ({"mixinputs_top_k": 0}, "mixinputs_top_k", "mixinputs_top_k"),
+        ({"mixinputs_bta": 1}, "mixinputs_bta", "(did you mean 'mixinputs_beta'?)"),
+        (
+            {"mixinputs_mode": "moi", "mixinputs_selar_threshold": 0.7},
+            "mixinputs_selar_threshold",
+            "belongs to mode 'selar'",
+        ),
+    ],
+)
+def test_400s_name_the_key_in_param(client, xargs, key, says):
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(client, xargs)
+    assert err.value.param == key and says in str(err.value)

@@ -30,6 +30,7 @@ _LAZY = {
     "normalized_entropy": "mixinputs.mixing",
     "Candidates": "mixinputs.mixing",
     "MoIConfig": "mixinputs.config",
+    "embedded_model_path": "mixinputs.embedded_model",
 }
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "__version__",
     "candidates_from_logits",
     "candidates_from_topk",
+    "embedded_model_path",
     "mix_candidates",
     "mix_embeddings",
     "mix_rows",
@@ -47,6 +49,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from mixinputs.config import MoIConfig
+    from mixinputs.embedded_model import embedded_model_path
     from mixinputs.mixing import (
         Candidates,
         candidates_from_logits,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -88,8 +90,65 @@ def _last_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+def _numbers(text: str, kind=float, what: str = "a number", check=None) -> list:
+    """A comma-separated list for argparse: each item ``kind``, then ``check(value)`` (which
+    raises ``ValueError`` saying why); an error names the item, never a traceback.
+
+    >>> _numbers("0.5, 1,inf")
+    [0.5, 1.0, inf]
+    """
+    values = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not {what}") from None
+        if check is not None:
+            try:
+                check(value)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(f"{part!r} is not {what}: {e}") from None
+        values.append(value)
+    if not values:
+        raise argparse.ArgumentTypeError(f"give {what}, or several separated by commas")
+    return values
+
+
+def _betas(text: str) -> list[float]:
+    """MoI betas: numbers >= 0, or inf (standard decoding's input), as requests take them."""
+
+    def check(beta: float) -> None:
+        if math.isnan(beta) or beta < 0:
+            raise ValueError("MoI's beta is >= 0 (direct mixture is --method direct)")
+
+    return _numbers(text, float, "a beta (a number >= 0, or inf)", check)
+
+
+def _temperatures(text: str) -> list[float]:
+    return _numbers(text, float, "a temperature (a number >= 0)", _at_least(0.0))
+
+
+def _top_ps(text: str) -> list[float]:
+    def check(top_p: float) -> None:
+        if not 0 < top_p <= 1:
+            raise ValueError("it lies in (0, 1]")
+
+    return _numbers(text, float, "a top-p", check)
+
+
+def _at_least(low: float):
+    def check(value: float) -> None:
+        if not value >= low:  # also refuses nan
+            raise ValueError(f"it must be >= {low:g}")
+
+    return check
+
+
+def _positive_int(text: str) -> int:
+    (value,) = _numbers(text.replace(",", " "), int, "a whole number", _at_least(1))
+    return value
 
 
 def _bytes(text: str) -> int:
@@ -102,24 +161,33 @@ def _bytes(text: str) -> int:
 
 
 def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+    return _numbers(text, int, "a whole number")
 
 
 def _cmd_eval_run(args: argparse.Namespace) -> int:
+    """Everything a user can get wrong is checked before any engine starts (tasks, methods,
+    scorings, data, the output file's settings, each method against the model's tokenizer and
+    the engine's limits) and reported in one line; a run with nothing pending starts none."""
+    from mixinputs.backends.local import EngineFailed
     from mixinputs.backends.openai_backend import ServerError
     from mixinputs.eval import runner
     from mixinputs.eval.tasks import get_task
 
-    tasks = [get_task(name) for name in args.task.split(",")]  # unknown names fail before loading
     if args.grid:
         betas, temps, top_ps = runner.PAPER_BETAS, runner.PAPER_TEMPERATURES, runner.PAPER_TOP_PS
     else:
         betas, temps, top_ps = args.beta, args.temperature, args.top_p
     out = Path(args.out)
+    backend = None
+    # The progress bar's own handle on the terminal: the engine's output (fd 2 included) goes to
+    # a log file while it runs, unless --verbose.
+    terminal = _own_stderr()
     try:
+        tasks = [get_task(name.strip()) for name in args.task.split(",") if name.strip()]
         methods = [args.method] if args.method else None  # eval.methods splits the list
         configs = runner.plan_configs(betas, temps, top_ps, direct=args.direct, methods=methods)
         runner.resolve_scorings(tasks, args.scoring)  # a scoring no task has fails before loading
+        _check_data(args.data)
         backend = _eval_backend(args)
         added = runner.run(
             tasks,
@@ -132,18 +200,60 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             chat_template=not args.no_chat_template,
             scoring=args.scoring,
+            progress_file=terminal,
         )
-    except (ValueError, ServerError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except EngineFailed as e:
+        known = _user_error(e.cause)
+        print(f"error: {known or _last_line(e.cause)}", file=sys.stderr)
+        if e.log is not None:
+            print(f"the engine's log: {e.log} (or rerun with --verbose)", file=sys.stderr)
+        return 1
+    except (ValueError, ServerError, OSError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+        if terminal is not sys.stderr:
+            terminal.close()
     print(f"{added} new samples -> {out}")
     return _report(out, out.with_suffix(".md"), out.with_suffix(".png"))
 
 
-def _eval_backend(args: argparse.Namespace):
-    from mixinputs.backends import load_backend
+def _own_stderr():
+    """A stream on this process's stderr that a redirection of fd 2 does not take along (the
+    stream itself where it has no file descriptor, e.g. under pytest's capture)."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        return sys.stderr
 
+
+def _one_line(e: BaseException) -> str:
+    """An error the user fixes, as one line (a file error names its file)."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _check_data(data: str | None) -> None:
+    """``--data`` names a readable file (a typo is one line now, not a traceback later)."""
+    if data is None:
+        return
+    path = Path(data).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ValueError(f"--data {data}: {what}; give the task's data file")
+
+
+def _eval_backend(args: argparse.Namespace):
+    """The backend for ``eval run``: vllm and hf are deferred (their engine starts only when
+    there is something to generate, quietly unless --verbose); openai checks its server now."""
     if args.backend == "openai":
+        from mixinputs.backends import load_backend
+
         if not args.base_url:
             raise ValueError("--backend openai needs --base-url (e.g. http://host:8000/v1)")
         return load_backend(
@@ -153,9 +263,9 @@ def _eval_backend(args: argparse.Namespace):
             api_key=args.api_key,
             concurrency=args.concurrency,
         )
-    from mixinputs import engine_dtype
+    from mixinputs.backends.local import DeferredBackend
 
-    options = {"dtype": args.dtype}
+    options: dict = {}
     if args.backend == "hf":
         options["batch_size"] = args.batch_size
     if args.backend == "vllm":
@@ -165,17 +275,24 @@ def _eval_backend(args: argparse.Namespace):
             options["gpu_memory_utilization"] = args.gpu_memory_utilization
         if args.kv_cache_memory_bytes:
             options["kv_cache_memory_bytes"] = args.kv_cache_memory_bytes
-    backend = load_backend(args.backend, args.model, **options)
-    print(engine_dtype.describe(backend.dtype, args.dtype))
-    return backend
+    model = args.model
+    if model is None:
+        from mixinputs.embedded_model import embedded_model_path
+
+        model = str(embedded_model_path())
+    return DeferredBackend(
+        args.backend, model, dtype=args.dtype, verbose=getattr(args, "verbose", False), **options
+    )
 
 
 def _report(records_path: Path, md_path: Path | None, png_path: Path | None) -> int:
+    """Print the report of a JSONL of samples; write the table and the plot only where asked."""
     from mixinputs.eval import report, runner
 
     records = runner.read_records(records_path)
     if not records:
-        print(f"error: no records in {records_path}", file=sys.stderr)
+        what = "no records in" if records_path.exists() else "no such file:"
+        print(f"error: {what} {records_path}", file=sys.stderr)
         return 1
     text = report.markdown(records)
     print(text)
@@ -190,19 +307,25 @@ def _report(records_path: Path, md_path: Path | None, png_path: Path | None) -> 
 def _cmd_eval_rescore(args: argparse.Namespace) -> int:
     from mixinputs.eval import runner
 
-    try:
-        total, changed = runner.rescore(args.file, scoring=args.scoring)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"rescored {total} records in {args.file}; {changed} changed verdict")
     path = Path(args.file)
-    return _report(path, path.with_suffix(".md"), None)
+    if not path.is_file():
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    try:
+        total, changed = runner.rescore(path, scoring=args.scoring)
+    except (ValueError, KeyError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(f"rescored {total} records in {path}; {changed} changed verdict")
+    # The run's own table and plot beside it would now contradict it: refresh those that exist.
+    md, png = path.with_suffix(".md"), path.with_suffix(".png")
+    return _report(path, md if md.exists() else None, png if png.exists() else None)
 
 
 def _cmd_eval_report(args: argparse.Namespace) -> int:
+    """Read-only unless --md / --plot name where to write."""
     path = Path(args.file)
-    return _report(path, path.with_suffix(".md"), Path(args.plot) if args.plot else None)
+    return _report(path, Path(args.md) if args.md else None, Path(args.plot) if args.plot else None)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -274,7 +397,12 @@ def _add_bench(sub) -> None:
     bench.add_argument(
         "--rounds", type=int, default=None, help="rounds per arm (default 5; quick 8)"
     )
-    bench.add_argument("--beta", type=float, default=1.0)
+    bench.add_argument(
+        "--beta",
+        type=float,
+        default=1.0,
+        help="beta of the moi-mode arms whose spec does not set one (default %(default)s)",
+    )
     bench.add_argument(
         "--method",
         default=None,
@@ -345,7 +473,11 @@ def _add_eval(sub) -> None:
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
     run = ev_sub.add_parser(
         "run",
-        help="generate, score and report (the default)",
+        help="generate, score and report (the default: `mixinputs eval --task ...`)",
+        description="Generate, score and report: standard decoding and each method on the same\n"
+        "items and seeds, one JSONL record per sample, resumed when --out exists (and refused\n"
+        "when it was made with other settings). `mixinputs eval ...` is `mixinputs eval run ...`;\n"
+        "the others: `mixinputs eval rescore FILE`, `mixinputs eval report FILE [--md] [--plot]`.",
         epilog=METHODS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -353,7 +485,12 @@ def _add_eval(sub) -> None:
     run.add_argument(
         "--model", default=None, help="default: the embedded model (openai: the served one)"
     )
-    run.add_argument("--backend", choices=("vllm", "hf", "openai"), default="vllm")
+    run.add_argument(
+        "--backend",
+        choices=("vllm", "hf", "openai"),
+        default="vllm",
+        help="vllm (default), hf (transformers) or openai (a running mixinputs-enabled server)",
+    )
     run.add_argument(
         "--dtype",
         default=None,
@@ -382,7 +519,10 @@ def _add_eval(sub) -> None:
     )
     run.add_argument("--api-key", default=None, help="openai: the server's --api-key, if any")
     run.add_argument(
-        "--concurrency", type=int, default=16, help="openai: requests in flight (default 16)"
+        "--concurrency",
+        type=_positive_int,
+        default=16,
+        help="openai: requests in flight (default %(default)s)",
     )
     run.add_argument(
         "--scoring",
@@ -390,11 +530,27 @@ def _add_eval(sub) -> None:
         help="a scoring other than a task's default, e.g. lenient for countdown (default: "
         "countdown tinyzero, the paper's rule)",
     )
-    run.add_argument("--limit", type=int, default=None, help="first N items per task")
-    run.add_argument("--seeds", type=_ints, default=[0], help="comma-separated, e.g. 0,1,2")
-    run.add_argument("--beta", type=_floats, default=[1.0], help="MoI betas, e.g. 0.5,1,2")
-    run.add_argument("--temperature", type=_floats, default=[0.6])
-    run.add_argument("--top-p", type=_floats, default=[0.95])
+    run.add_argument(
+        "--limit", type=_positive_int, default=None, help="first N items per task (default: all)"
+    )
+    run.add_argument(
+        "--seeds", type=_ints, default="0", help="comma-separated, e.g. 0,1,2 (default %(default)s)"
+    )
+    run.add_argument(
+        "--beta",
+        type=_betas,
+        default="1",
+        help="MoI betas, comma-separated, each >= 0 or inf, e.g. 0.5,1,2 (default %(default)s)",
+    )
+    run.add_argument(
+        "--temperature",
+        type=_temperatures,
+        default="0.6",
+        help="comma-separated sampling temperatures (default %(default)s)",
+    )
+    run.add_argument(
+        "--top-p", type=_top_ps, default="0.95", help="comma-separated top-p (default %(default)s)"
+    )
     run.add_argument(
         "--grid",
         action="store_true",
@@ -409,19 +565,43 @@ def _add_eval(sub) -> None:
         help="comma-separated method specs run side by side with standard decoding (always "
         "run, the baseline of every comparison); default moi. See 'methods' below",
     )
-    run.add_argument("--max-tokens", type=int, default=2048)
+    run.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=2048,
+        help="tokens per completion at most (default %(default)s)",
+    )
     run.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=8,
-        help="hf: prompts per generate call (vllm and openai take the whole run at once)",
+        help="hf only: prompts per generate call (default %(default)s; vllm and openai take the "
+        "whole run at once)",
     )
-    run.add_argument("--data", default=None, help="task data file (GPQA, other AIME years, ...)")
-    run.add_argument("--no-chat-template", action="store_true")
+    run.add_argument(
+        "--data",
+        default=None,
+        help="task data file: GPQA (needed: it is not shipped, and the hub is gated), "
+        "LiveCodeBench (needed), other AIME years, TinyZero Count Down files",
+    )
+    run.add_argument(
+        "--no-chat-template",
+        action="store_true",
+        help="send each task's prompt as is (default: the model's chat template applied)",
+    )
     run.add_argument(
         "--out",
         default="runs/eval.jsonl",
-        help="JSONL of samples (resumed if it exists); .md and .png beside it",
+        help="JSONL of samples (default %(default)s), resumed if it exists and was made with the "
+        "same settings; the report's .md and .png are written beside it",
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the engine's own log (vLLM's start-up, warnings); by default it goes to a "
+        "file, named when the engine fails",
     )
     run.set_defaults(func=_cmd_eval_run)
     rescore = ev_sub.add_parser("rescore", help="score saved completions with current scorers")
@@ -430,14 +610,24 @@ def _add_eval(sub) -> None:
         "--scoring", default=None, help="switch to this scoring, e.g. lenient or tinyzero"
     )
     rescore.set_defaults(func=_cmd_eval_rescore)
-    rep = ev_sub.add_parser("report", help="tables (and a plot) from a JSONL of samples")
+    rep = ev_sub.add_parser(
+        "report", help="print the tables of a JSONL of samples; writes only where asked"
+    )
     rep.add_argument("file")
-    rep.add_argument("--plot", default=None, help="PNG path for accuracy vs beta")
+    rep.add_argument("--md", default=None, help="also write the tables to this Markdown file")
+    rep.add_argument("--plot", default=None, help="also write accuracy vs beta to this PNG")
     rep.set_defaults(func=_cmd_eval_report)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage of `eval run` alone is a screenful)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixinputs", description=__doc__)
+    parser = _Parser(prog="mixinputs", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -447,7 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
     path.set_defaults(func=_cmd_model)
 
     for name, func, text in (
-        ("setup", _cmd_setup, "add `import mixinputs` to usercustomize.py (original contract)"),
+        (
+            "setup",
+            _cmd_setup,
+            "add `import mixinputs` to usercustomize.py (in a virtual environment: "
+            "sitecustomize.py in its site-packages), the original contract",
+        ),
         ("cleanup", _cmd_cleanup, "remove the line `mixinputs setup` added"),
     ):
         p = sub.add_parser(name, help=text)
@@ -474,8 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="standard decoding vs MoI on a few prompts")
     demo.add_argument("--backend", choices=("vllm", "hf"), default="vllm")
     demo.add_argument("--model", default=None, help="default: the embedded model")
-    demo.add_argument("--beta", type=float, default=1.0)
-    demo.add_argument("--max-tokens", type=int, default=64)
+    demo.add_argument(
+        "--beta", type=float, default=1.0, help="MoI's beta (default %(default)s; inf: standard)"
+    )
+    demo.add_argument(
+        "--max-tokens", type=int, default=64, help="tokens per answer (default %(default)s)"
+    )
     demo.add_argument(
         "--dtype",
         default=None,
@@ -497,10 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `mixinputs eval --task ...` means `mixinputs eval run --task ...`.
-    if argv[:1] == ["eval"] and (
-        len(argv) == 1 or argv[1] not in ("run", "rescore", "report", "-h", "--help")
-    ):
+    # `mixinputs eval --task ...` means `mixinputs eval run --task ...`, and `eval --help` shows
+    # the run's options (the ones the README uses); the run's help names rescore and report.
+    if argv[:1] == ["eval"] and (len(argv) == 1 or argv[1] not in ("run", "rescore", "report")):
         argv.insert(1, "run")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -509,6 +707,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader left (`mixinputs eval report x.jsonl | head`)
+        # Python would report the failed flush of stdout at exit as well: point it elsewhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except Exception as e:
         message = _user_error(e)
         if message is None:

@@ -1,22 +1,20 @@
 """The main job on the embedded model: standard decoding and MoI side by side on a few prompts.
 
 Quiet by default: everything the engine prints (vLLM's logs, its engine and worker processes,
-progress bars, warnings) goes to a log file, and only the result reaches the terminal. The log
-is removed when the demo succeeds and kept, with its path printed, when it fails;
-``verbose=True`` (``mixinputs demo --verbose``) lets it all through instead.
+progress bars, warnings) goes to a log file (``backends.local.engine_output``, which
+``mixinputs eval`` uses too), and only the result reaches the terminal. The log is removed when
+the demo succeeds and kept, with its path printed, when it fails; ``verbose=True``
+(``mixinputs demo --verbose``) lets it all through instead.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 from mixinputs.backends import SamplingSettings, load_backend
+from mixinputs.backends.local import engine_output
 from mixinputs.config import MoIConfig
 from mixinputs.engine_dtype import describe
 
@@ -34,36 +32,6 @@ class DemoFailed(RuntimeError):
         super().__init__(str(cause))
         self.cause = cause
         self.log = log
-
-
-@contextlib.contextmanager
-def engine_output(verbose: bool) -> Iterator[Path | None]:
-    """Unless ``verbose``: file descriptors 1 and 2 point at a log file inside the block, so what
-    this process and every process it starts (vLLM's engine core and workers inherit them) print
-    lands there. Yields the log's path (None when verbose)."""
-    if verbose:
-        yield None
-        return
-    fd, name = tempfile.mkstemp(prefix="mixinputs-demo-", suffix=".log")
-    log = Path(name)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    ok = False
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        yield log
-        ok = True
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for handle in (*saved, fd):
-            os.close(handle)
-        if ok:
-            log.unlink(missing_ok=True)
 
 
 def run_demo(
@@ -102,7 +70,7 @@ def run_demo(
         file=sys.stderr,
         flush=True,
     )
-    with engine_output(verbose) as log:
+    with engine_output(verbose, "mixinputs-demo-") as out:
         try:
             if model is None:
                 from mixinputs.embedded_model import embedded_model_path
@@ -117,9 +85,9 @@ def run_demo(
             if close is not None:  # the engine's processes end inside the block, quietly
                 close()
         except Exception as e:
-            if log is None:
+            if out.log is None:
                 raise
-            raise DemoFailed(e, log) from e
+            raise DemoFailed(e, out.log) from e
     rows = []
     print(f"Standard decoding vs MoI (β = {beta}), greedy, {max_tokens} tokens, {engine_name}:")
     for question, std, mix in zip(DEMO_PROMPTS, standard, moi, strict=True):

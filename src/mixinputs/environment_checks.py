@@ -75,6 +75,24 @@ def check_torch_companions() -> None:
         raise EnvironmentProblem(problem)
 
 
+def import_transformers():
+    """transformers, imported after the companions check, or :class:`EnvironmentProblem` naming
+    the extra that installs it.
+
+    >>> transformers = import_transformers()  # doctest: +SKIP
+    """
+    check_torch_companions()  # a CUDA torchvision beside a CPU torch breaks transformers
+    try:
+        import transformers
+    except ModuleNotFoundError as e:
+        if e.name != "transformers":
+            raise
+        raise EnvironmentProblem(
+            "the hf backend needs transformers: `pip install 'mixinputs[hf]'`"
+        ) from None
+    return transformers
+
+
 def explain_import_error(exc: BaseException) -> str | None:
     """For an error raised while importing transformers or vLLM: the one line that says what to
     fix, when it is a trap this module knows (the companions above, a missing ``gguf``), else None.

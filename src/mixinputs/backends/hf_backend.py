@@ -22,27 +22,19 @@ class HFBackend:
         device: str | None = None,
         batch_size: int = 8,
     ):
-        from mixinputs.environment_checks import EnvironmentProblem, check_torch_companions
+        from mixinputs.environment_checks import import_transformers
 
-        check_torch_companions()  # a CUDA torchvision beside a CPU torch breaks transformers
-        try:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ModuleNotFoundError as e:
-            if e.name != "transformers":
-                raise
-            raise EnvironmentProblem(
-                "the hf backend needs transformers: `pip install 'mixinputs[hf]'`"
-            ) from None
+        transformers = import_transformers()
 
         self.model = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # None: float32 on a CPU without native bf16, else the checkpoint's dtype.
         self.dtype = resolve_dtype(dtype, "cpu" if self.device == "cpu" else "cuda")
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(
+        self.lm = transformers.AutoModelForCausalLM.from_pretrained(
             model, dtype="auto" if self.dtype == "auto" else getattr(torch, self.dtype)
         )
         self.lm.to(self.device).eval()

@@ -2,8 +2,11 @@
 
 One machine, many behind a load balancer, or vLLM's own data-parallel serving: every request is
 a ``/v1/completions`` call with MoI in ``vllm_xargs`` (standard decoding sends
-``mixinputs_mode: off``), at most ``concurrency`` in flight, retried with exponential backoff on
-connection errors, timeouts, 429 and 5xx.
+``mixinputs_mode: off``), at most ``concurrency`` in flight. Requests go through the ``openai``
+SDK's client, whose retries this backend uses rather than a loop of its own: connection errors,
+timeouts, 408, 409, 429 and 5xx are retried ``max_retries`` times with exponential backoff and
+jitter, waiting what a ``Retry-After`` (or ``retry-after-ms``) header asks where the server sends
+one; any other 4xx is an answer (a bad MoI setting is the server's 400) and is not retried.
 
 A vLLM server without the plugin silently ignores ``vllm_xargs`` keys, which would make every
 "MoI" sample a standard one. So the backend first sends a probe with a deliberately invalid
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -26,7 +28,6 @@ from mixinputs.backends import Completion, Request, SamplingSettings
 from mixinputs.config import KEY_BETA, STANDARD_REQUEST
 
 logger = logging.getLogger(__name__)
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class ServerError(RuntimeError):
@@ -48,12 +49,19 @@ class OpenAIBackend:
         api_key: str | None = None,
         concurrency: int = 16,
         max_retries: int = 5,
-        backoff_s: float = 0.5,
         timeout_s: float = 3600.0,
         check_server: bool = True,
     ):
-        import httpx
+        try:
+            import openai
+        except ModuleNotFoundError as e:
+            if e.name != "openai":
+                raise
+            from mixinputs.environment_checks import EnvironmentProblem
 
+            raise EnvironmentProblem(
+                "--backend openai needs the openai client: `pip install 'mixinputs[eval]'`"
+            ) from None
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.base_url = base_url.rstrip("/")
@@ -61,13 +69,11 @@ class OpenAIBackend:
             self.base_url = self.base_url[: -len("/v1")]
         self.concurrency = concurrency
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=30.0),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        self.client = openai.OpenAI(
+            base_url=f"{self.base_url}/v1",
+            api_key=api_key or "EMPTY",  # a vLLM server without --api-key ignores it
+            max_retries=max_retries,
+            timeout=openai.Timeout(timeout_s, connect=30.0),
         )
         self.model = model or self._served_model()
         self._tokens: dict[str, list[int]] = {}  # chat prompt text -> its tokens
@@ -77,41 +83,29 @@ class OpenAIBackend:
 
     # -- requests ----------------------------------------------------------------------------
     def _post(self, path: str, body: dict) -> dict:
-        """POST with retries on connection errors, timeouts, 408/429/5xx; other errors raise."""
-        import httpx
+        """POST ``body`` to ``path`` (from the server's root), retried by the SDK; an answer
+        other than success, or no answer after the retries, is a :class:`ServerError`."""
+        import openai
 
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.post(path, json=body)
-            except httpx.TransportError as e:  # connect / read errors, timeouts
-                problem = f"{type(e).__name__}: {e}"
-            else:
-                if response.status_code < 400:
-                    return response.json()
-                if response.status_code not in RETRY_STATUS:
-                    raise ServerError(
-                        f"{self.base_url}{path} answered {response.status_code}: "
-                        f"{response.text[:2000]}",
-                        response.status_code,
-                    )
-                problem = f"HTTP {response.status_code}"
-            if attempt == self.max_retries:
-                raise ServerError(
-                    f"{self.base_url}{path} failed {attempt + 1} times, last: {problem}"
-                )
-            delay = self.backoff_s * 2**attempt
-            logger.warning("%s%s: %s; retrying in %.1fs", self.base_url, path, problem, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        url = f"{self.base_url}{path}"
+        try:
+            return self.client.post(url, cast_to=object, body=body)
+        except openai.APIStatusError as e:
+            raise ServerError(
+                f"{url} answered {e.status_code}: {e.response.text[:2000]}", e.status_code
+            ) from None
+        except openai.APIConnectionError as e:  # connection errors and timeouts, after retries
+            cause = e.__cause__ or e
+            raise ServerError(
+                f"{url} failed {self.max_retries + 1} times, last: {type(cause).__name__}: {cause}"
+            ) from None
 
     def _served_model(self) -> str:
-        import httpx
+        import openai
 
         try:
-            response = self.client.get("/v1/models")
-            response.raise_for_status()
-            return response.json()["data"][0]["id"]
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
+            return self.client.models.list().data[0].id
+        except (openai.OpenAIError, IndexError, ValueError) as e:
             raise ServerError(
                 f"cannot list the models served at {self.base_url}/v1/models ({e}): "
                 "is it a running vLLM server? pass --model to name the model"

@@ -123,6 +123,10 @@ def _from_hub_row(row: dict, n: int, path: object) -> Question:
 
 
 def _load_hub() -> list[Question]:
+    """GPQA-Diamond from the hub, or one line saying why not (never a traceback after a minute
+    of retries: an unreachable hub is found out in seconds)."""
+    import os
+
     try:
         from datasets import load_dataset
     except ImportError:
@@ -130,5 +134,43 @@ def _load_hub() -> list[Question]:
             "GPQA is not shipped: pass --data PATH to your copy, or install "
             "`datasets` and log in to the hub (the dataset is gated)"
         ) from None
-    rows = load_dataset("Idavidrein/gpqa", "gpqa_diamond", split="train")
+    offline = any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+    if not offline:
+        problem = _hub_unreachable()
+        if problem is not None:
+            raise ValueError(
+                f"GPQA is not shipped and the hub cannot be reached ({problem}): pass --data "
+                "PATH to your copy (or set HF_HUB_OFFLINE=1 to use a copy the datasets cache holds)"
+            )
+    try:
+        rows = load_dataset("Idavidrein/gpqa", "gpqa_diamond", split="train")
+    except Exception as e:  # gated (no login), offline without a cached copy, ...
+        lines = str(e).strip().splitlines()
+        raise ValueError(
+            f"GPQA from the hub failed ({type(e).__name__}: {lines[-1] if lines else ''}): pass "
+            "--data PATH to your copy, or log in (`hf auth login`; the dataset is gated)"
+        ) from None
     return [_from_hub_row(dict(r), n, "hub") for n, r in enumerate(rows)]
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None when it answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except ImportError:
+        endpoint = "https://huggingface.co"
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as e:
+        return f"{endpoint}: {getattr(e, 'reason', e)}"
+    return None

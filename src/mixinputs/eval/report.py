@@ -3,6 +3,14 @@ difference from standard decoding (same items, seeds, T and top-p) with its inte
 McNemar test on paired samples, a markdown table like the paper's Table 1, and a plot of accuracy
 against beta with the other methods beside it.
 
+Accuracy intervals are Wilson's (``scipy.stats.binomtest``). The paired difference's interval is
+Newcombe's hybrid score interval for a difference of paired proportions (method 10 of Newcombe
+1998, Statistics in Medicine 17:2635): it stays honest when few or no pairs are discordant (0 of 5
+gives about ±43 points, never ``[+0.0, +0.0]``). It is written here because neither scipy nor
+statsmodels has an interval for paired proportions; it is built from scipy's Wilson intervals.
+Every (item, seed) pair counts as one pair: with several seeds per item the pairs of one item are
+not independent, and the interval is then narrower than the items alone would support.
+
 Each figure is labelled with the scoring its records name, as ``task (scoring)``: Count Down under
 the paper's TinyZero rule and under the lenient reading are different columns, never mixed.
 """
@@ -35,12 +43,46 @@ class Paired:
     standard_key: str
     moi_key: str
     n: int  # (item, seed) pairs
-    diff: float  # mean(MoI correct − standard correct), in accuracy points (0..1)
-    low: float  # 95% t-interval of the paired difference, items as the unit
+    diff: float  # mean(method correct − standard correct), in accuracy points (0..1)
+    low: float  # 95% Newcombe (method 10) interval of the paired difference
     high: float
     only_moi: int  # McNemar's discordant counts
     only_standard: int
     p_value: float  # exact McNemar (binomial) test, two-sided
+
+
+def newcombe_paired_interval(
+    both: int, only_a: int, only_b: int, neither: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (method 10) for p_a − p_b from paired binary outcomes:
+    ``both`` pairs where a and b are right, ``only_a``, ``only_b``, ``neither``.
+
+    Built from the Wilson intervals of p_a and p_b and the pairs' correlation φ (0 where a
+    margin is empty). No discordant pair still gives a real interval around 0.
+
+    >>> lo, hi = newcombe_paired_interval(5, 0, 0, 0)  # 5 pairs, all right both ways
+    >>> round(lo, 3), round(hi, 3)  # ± (1 − the Wilson lower bound of 5/5)
+    (-0.434, 0.434)
+    """
+    from scipy.stats import binomtest
+
+    n = both + only_a + only_b + neither
+    if n == 0:
+        return float("nan"), float("nan")
+
+    def wilson(k: int) -> tuple[float, float]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+        return ci.low, ci.high
+
+    a_right, b_right = both + only_a, both + only_b
+    p_a, p_b = a_right / n, b_right / n
+    (l_a, u_a), (l_b, u_b) = wilson(a_right), wilson(b_right)
+    margins = a_right * (n - a_right) * b_right * (n - b_right)
+    phi = (both * neither - only_a * only_b) / math.sqrt(margins) if margins else 0.0
+    diff = p_a - p_b
+    below = (p_a - l_a) ** 2 - 2 * phi * (p_a - l_a) * (u_b - p_b) + (u_b - p_b) ** 2
+    above = (u_a - p_a) ** 2 - 2 * phi * (u_a - p_a) * (p_b - l_b) + (p_b - l_b) ** 2
+    return max(-1.0, diff - math.sqrt(max(below, 0.0))), min(1.0, diff + math.sqrt(max(above, 0.0)))
 
 
 def task_label(record: dict) -> str:
@@ -74,7 +116,7 @@ def standard_key_for(config: dict) -> str:
 
 def paired(records: list[dict]) -> list[Paired]:
     """Every MoI / direct config against standard decoding at the same temperature and top-p."""
-    from scipy.stats import binomtest, t
+    from scipy.stats import binomtest
 
     by_key: dict[tuple[str, str], dict[tuple[str, int], bool]] = defaultdict(dict)
     configs: dict[tuple[str, str], dict] = {}
@@ -94,19 +136,9 @@ def paired(records: list[dict]) -> list[Paired]:
             continue
         only_moi = sum(m and not s for m, s in pairs)
         only_std = sum(s and not m for m, s in pairs)
-        # Items are the unit: average each item over its seeds, then a paired t-interval.
-        per_item: dict[str, list[int]] = defaultdict(list)
-        for (item_id, seed), m in results.items():
-            s = standard.get((item_id, seed))
-            if s is not None:
-                per_item[item_id].append(int(m) - int(s))
-        diffs = [sum(v) / len(v) for v in per_item.values()]
-        mean = sum(diffs) / len(diffs)
-        if len(diffs) > 1:
-            sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-            half = t.ppf(0.975, len(diffs) - 1) * sd / math.sqrt(len(diffs))
-        else:
-            half = float("nan")
+        both = sum(m and s for m, s in pairs)
+        neither = len(pairs) - both - only_moi - only_std
+        low, high = newcombe_paired_interval(both, only_moi, only_std, neither)
         discordant = only_moi + only_std
         p = binomtest(only_moi, discordant, 0.5).pvalue if discordant else 1.0
         out.append(
@@ -115,9 +147,9 @@ def paired(records: list[dict]) -> list[Paired]:
                 std_key,
                 key,
                 len(pairs),
-                mean,
-                mean - half,
-                mean + half,
+                (only_moi - only_std) / len(pairs),
+                low,
+                high,
                 only_moi,
                 only_std,
                 p,
@@ -133,7 +165,8 @@ def markdown(records: list[dict]) -> str:
     tasks = sorted({a.task for a in accs})
     keys = sorted({a.config_key for a in accs}, key=_config_order)
     table = {(a.task, a.config_key): a for a in accs}
-    lines = ["| config | " + " | ".join(tasks) + " | avg |", "|---|" + "---:|" * (len(tasks) + 1)]
+    header = " | ".join(map(md_cell, tasks))
+    lines = [f"| config | {header} | avg |", "|---|" + "---:|" * (len(tasks) + 1)]
     for key in keys:
         cells, values = [], []
         for task in tasks:
@@ -146,23 +179,23 @@ def markdown(records: list[dict]) -> str:
                 f"{100 * a.accuracy:.2f} [{100 * a.low:.1f}, {100 * a.high:.1f}] (n={a.n})"
             )
         avg = f"{100 * sum(values) / len(values):.2f}" if len(values) == len(tasks) else ""
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {avg} |")
+        lines.append(f"| {md_cell(key)} | " + " | ".join(cells) + f" | {avg} |")
     pairs = paired(records)
     if pairs:
         lines += [
             "",
-            "| task | method config | vs | n pairs | method − standard (95% CI) | "
+            "| task | method config | vs | n pairs | method − standard (95% CI, Newcombe) | "
             "only method / only std | McNemar p |",
             "|---|---|---|---:|---:|---:|---:|",
         ]
         for p in pairs:
             lines.append(
-                f"| {p.task} | {p.moi_key} | {p.standard_key} | {p.n} | "
+                f"| {md_cell(p.task)} | {md_cell(p.moi_key)} | {md_cell(p.standard_key)} | {p.n} | "
                 f"{100 * p.diff:+.2f} [{100 * p.low:+.1f}, {100 * p.high:+.1f}] | "
                 f"{p.only_moi} / {p.only_standard} | {p.p_value:.3g} |"
             )
         best = _best_moi(pairs)
-        lines += ["", "| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+        lines += ["", f"| method | {header} |", "|---|" + "---:|" * len(tasks)]
         for label, pick in (
             ("Standard", "standard"),
             ("MoI (best beta)", "moi"),
@@ -184,9 +217,22 @@ def markdown(records: list[dict]) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         for method, picks in _best_per_method(pairs, configs_of(records)).items():
             cells = [f"{100 * picks[task].diff:+.2f}" if task in picks else "" for task in tasks]
-            lines.append(f"| {method} − standard (best config) | " + " | ".join(cells) + " |")
+            name = md_cell(f"{method} − standard (best config)")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *_scoring_notes(records)]
     return "\n".join(lines) + "\n"
+
+
+def md_cell(text: str) -> str:
+    r"""``text`` safe in a Markdown table cell: ``|`` escaped (a config key such as
+    ``standard|T=0.6|top_p=0.95`` would otherwise split the row) and ``<`` / ``>`` as entities
+    (a think-end token such as ``</think>`` would otherwise be read as HTML). Written here: it is
+    one line, and the table writers at hand (tabulate's ``github`` format) do not escape ``|``.
+
+    >>> print(md_cell("standard|T=0.6|top_p=0.95"))
+    standard\|T=0.6\|top_p=0.95
+    """
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def configs_of(records: list[dict]) -> dict[tuple[str, str], dict]:
@@ -231,10 +277,48 @@ def _config_order(key: str) -> tuple:
     return ({"standard": 0, "direct": 1, "moi": 2}.get(method, 3), key)
 
 
-def plot(records: list[dict], path: str | Path) -> Path:
-    """Accuracy against beta per task: each method with a beta (``moi``, ``moi@thinking``, ...)
-    as points with 95% intervals, standard decoding as dashed lines, the methods without a beta
-    (``direct``, ``soft``, ...) as dotted lines."""
+def beta_positions(betas: list[float]) -> dict[float, float]:
+    """Where each beta goes on the plot's x axis: log2(beta), with 0 one and a half steps left
+    of the smallest positive beta and inf (standard decoding's input rule) as far right of the
+    largest, so every beta MoI accepts has a place (a log axis holds neither).
+
+    >>> beta_positions([0.5, 2.0, float("inf"), 0.0])
+    {0.0: -2.5, 0.5: -1.0, 2.0: 1.0, inf: 2.5}
+    """
+    finite = sorted(math.log2(b) for b in set(betas) if 0 < b < math.inf)
+    low, high = (finite[0], finite[-1]) if finite else (0.0, 0.0)
+    out = {}
+    for b in sorted(set(betas)):
+        if b == 0:
+            out[b] = low - 1.5 if finite else -1.5
+        elif math.isinf(b):
+            out[b] = high + 1.5 if finite else 1.5
+        else:
+            out[b] = math.log2(b)
+    return out
+
+
+def beta_label(beta: float) -> str:
+    """A beta as the plot's axis writes it.
+
+    >>> beta_label(float("inf")), beta_label(0.25), beta_label(2.0)
+    ('∞', '0.25', '2')
+    """
+    return "∞" if math.isinf(beta) else f"{beta:g}"
+
+
+def _n_text(ns: list[int]) -> str:
+    return f"n={ns[0]}" if min(ns) == max(ns) else f"n={min(ns)}-{max(ns)}"
+
+
+def figure(records: list[dict]):
+    """The plot :func:`plot` saves, as a matplotlib figure: accuracy against beta per task.
+
+    Each method with a beta (``moi``, ``moi@thinking``, ...) at each (T, top-p) is a series of
+    points with 95% Wilson intervals, nudged sideways so series that coincide stay visible;
+    standard decoding is a dashed line and the methods without a beta (``direct``, ``soft``,
+    ...) dotted lines. Every legend entry gives n, and each line its accuracy.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,49 +326,75 @@ def plot(records: list[dict], path: str | Path) -> Path:
 
     accs = accuracies(records)
     configs = configs_of(records)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for n, task in enumerate(sorted({a.task for a in accs})):
-        color = f"C{n}"
-        series: dict[str, list] = defaultdict(list)
-        for a in accs:
-            config = configs[(task, a.config_key)] if a.task == task else None
-            if config is not None and config.get("beta") is not None:
-                series[config["method"]].append((config["beta"], a))
-        for m, (method, points) in enumerate(sorted(series.items())):
-            points.sort(key=lambda pa: pa[0])
-            ys = [100 * a.accuracy for _, a in points]
-            err = [
+    tasks = sorted({a.task for a in accs})
+    betas = [
+        float(configs[(a.task, a.config_key)]["beta"])
+        for a in accs
+        if configs[(a.task, a.config_key)].get("beta") is not None
+    ]
+    where = beta_positions(betas)
+    settings = {(c["temperature"], c["top_p"]) for c in configs.values()}
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    series: dict[tuple, list] = defaultdict(list)  # (task, method, T, top-p) -> [(beta, acc)]
+    lines: list[tuple[str, Accuracy, dict]] = []
+    for a in accs:
+        config = configs[(a.task, a.config_key)]
+        if config.get("beta") is not None:
+            key = (a.task, config["method"], config["temperature"], config["top_p"])
+            series[key].append((float(config["beta"]), a))
+        else:
+            lines.append((a.task, a, config))
+    count = len(series)
+    for m, ((task, method, t, top_p), points) in enumerate(sorted(series.items())):
+        points.sort(key=lambda pa: pa[0])
+        nudge = (m - (count - 1) / 2) * min(0.08, 0.6 / max(count, 1))
+        name = "MoI" if method == "moi" else method
+        setting = f" T={t:g} top_p={top_p:g}" if len(settings) > 1 else ""
+        ax.errorbar(
+            [where[b] + nudge for b, _ in points],
+            [100 * a.accuracy for _, a in points],
+            yerr=[
                 [100 * (a.accuracy - a.low) for _, a in points],
                 [100 * (a.high - a.accuracy) for _, a in points],
-            ]
-            name = "MoI" if method == "moi" else method
-            ax.errorbar(
-                [b for b, _ in points],
-                ys,
-                yerr=err,
-                marker="os^vD"[m % 5],
-                capsize=3,
-                color=color,
-                label=f"{task} {name}",
-            )
-        for a in accs:
-            config = configs[(task, a.config_key)] if a.task == task else None
-            if config is None or config.get("beta") is not None:
-                continue
-            standard = config["method"] == "standard"
-            ax.axhline(
-                100 * a.accuracy,
-                color=color,
-                linestyle="--" if standard else ":",
-                linewidth=1,
-                label=f"{task} {config['method']} ({a.config_key.split('|', 1)[1]})",
-            )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("beta")
-    ax.set_ylabel("accuracy (%)")
+            ],
+            marker="os^vDP"[m % 6],
+            markerfacecolor="none",
+            capsize=3,
+            color=f"C{tasks.index(task) % 10}",
+            linestyle=("-", "-.", (0, (5, 1)), (0, (1, 1)))[m % 4],
+            label=f"{task} {name}{setting} ({_n_text([a.n for _, a in points])} per β)",
+        )
+    for m, (task, a, config) in enumerate(lines):
+        standard = config["method"] == "standard"
+        ax.axhline(
+            100 * a.accuracy,
+            color=f"C{tasks.index(task) % 10}",
+            linestyle="--" if standard else (0, (1, 1 + m % 3)),
+            linewidth=1.2 if standard else 1,
+            label=f"{task} {config['method']} (T={config['temperature']:g} "
+            f"top_p={config['top_p']:g}): {100 * a.accuracy:.1f}% (n={a.n})",
+        )
+    if where:
+        ax.set_xticks(list(where.values()), [beta_label(b) for b in where])
+        span = max(where.values()) - min(where.values())
+        ax.set_xlim(min(where.values()) - 0.5 - 0.1 * span, max(where.values()) + 0.5 + 0.1 * span)
+        apart = [beta_label(b) for b in where if b == 0 or math.isinf(b)]
+        ax.set_xlabel("beta (log scale" + (f"; {' and '.join(apart)} set apart)" if apart else ")"))
+    else:
+        ax.set_xticks([])
+        ax.set_xlabel("(no method with a beta in these records)")
+    ax.set_ylabel("accuracy (%), 95% Wilson intervals")
     ax.set_title("accuracy vs beta (MoI) and other methods")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
+    return fig
+
+
+def plot(records: list[dict], path: str | Path) -> Path:
+    """Save :func:`figure` as a PNG at ``path``; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(records)
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,6 +1,12 @@
 """Running a task: standard decoding, MoI and the other methods (``eval.methods``) on the same
 items and seeds, one JSONL record per sample, resumable (finished samples are never redone). A run
-goes to the backend as one submission: every pending (item, config, seed) at once."""
+goes to the backend as one submission: every pending (item, config, seed) at once.
+
+Every record carries what made its sample (``settings``: max tokens, temperature, top-p, the
+model's identity, the backend, the dtype and a digest of the chat template; ``request``: the
+method's request keys; ``prompt``: the exact text sent). A resume reuses a record only when all of
+them match the command, and a file made under other settings is refused with one line naming what
+differs (:class:`ResumeError`), never silently reported as this command's result."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 from mixinputs.backends import Backend, SamplingSettings
 from mixinputs.config import STANDARD_REQUEST, MoIConfig
@@ -107,6 +114,78 @@ def sample_key(task: str, item_id: str, config_key: str, seed: int) -> tuple:
     return (task, item_id, config_key, seed)
 
 
+RUN_SETTINGS = ("model", "backend", "dtype", "chat_template", "max_tokens")
+"""The settings every record of one run shares (the file is refused when any differs)."""
+CHAT_PROBE = "{message}"
+"""The user message a backend's chat template is rendered on for the run's template digest."""
+
+
+class ResumeError(ValueError):
+    """The output file holds samples made under other settings than the command's."""
+
+
+def run_settings(backend: Backend, max_tokens: int, chat_template: bool = True) -> dict:
+    """What every sample of a run shares: the model's identity, the backend, the dtype, the chat
+    template (a digest of it rendered on :data:`CHAT_PROBE`; ``"none"`` when not applied) and
+    ``max_tokens``. The backend gives ``model_id`` and ``dtype`` where it has them.
+
+    >>> class B:
+    ...     name, model = "echo", "m"
+    ...     def chat_prompt(self, message): return f"<user>{message}</user>"
+    >>> run_settings(B(), 32)["max_tokens"], run_settings(B(), 32, False)["chat_template"]
+    (32, 'none')
+    """
+    from mixinputs.backends.local import text_digest
+
+    template = text_digest(backend.chat_prompt(CHAT_PROBE)) if chat_template else "none"
+    return {
+        "model": getattr(backend, "model_id", None) or backend.model,
+        "backend": backend.name,
+        "dtype": getattr(backend, "dtype", None),
+        "chat_template": template,
+        "max_tokens": max_tokens,
+    }
+
+
+def config_request(config: DecodeConfig) -> dict:
+    """The request keys a config sends (standard decoding: ``mixinputs_mode: off``)."""
+    mixing = config.moi()
+    return mixing.to_request() if mixing is not None else dict(STANDARD_REQUEST)
+
+
+def check_resumable(
+    records: list[dict], settings: dict, configs: list[DecodeConfig], path: Path
+) -> None:
+    """Raise :class:`ResumeError` unless every record of ``path`` was made under ``settings``
+    and each of ``configs`` sends the request its records were made with."""
+    how = (
+        f"write to another --out, or read this one with `mixinputs eval report {path}` "
+        f"(`mixinputs eval rescore {path}` re-scores it)"
+    )
+    requests = {c.key: config_request(c) for c in configs}
+    for r in records:
+        theirs = r.get("settings")
+        if theirs is None:
+            raise ResumeError(
+                f"{path} was written before records carried their generation settings "
+                f"(max_tokens, model, dtype, chat template), so this command cannot tell whether "
+                f"its samples are its own: {how}"
+            )
+        differ = [
+            f"{name} {theirs.get(name)!r} (this command: {settings[name]!r})"
+            for name in RUN_SETTINGS
+            if theirs.get(name) != settings[name]
+        ]
+        if differ:
+            raise ResumeError(f"{path} was made with other settings: {'; '.join(differ)}; {how}")
+        want = requests.get(r["config_key"])
+        if want is not None and r.get("request") != want:
+            raise ResumeError(
+                f"{path}: {r['config_key']} was sent as {r.get('request')}, this command sends "
+                f"{want} (a default changed?); {how}"
+            )
+
+
 def read_records(path: str | Path) -> list[dict]:
     """The records of a JSONL file; a line cut off by an interruption is skipped."""
     path = Path(path)
@@ -139,15 +218,21 @@ def run(
     chat_template: bool = True,
     scoring: str | None = None,
     progress: bool = True,
+    progress_file: TextIO | None = None,
 ) -> int:
     """Generate and score every (task, item, config, seed) not yet in ``out_path``; returns how
     many samples were added.
 
-    1. Read the finished samples (a line cut off by an interruption is dropped).
-    2. Plan the pending samples: seeds x items x configs, an item's configs side by side.
-    3. Submit them all to the backend at once (``generate_stream``: vLLM batches every config
-       together, since MoI is per request) and score each completion as it finishes.
-    4. Append each record as soon as it is scored, so an interrupted run resumes where it stopped.
+    1. Read the finished samples (a line cut off by an interruption is dropped) and refuse the
+       file if they were made under other settings (:func:`check_resumable`, ``ResumeError``).
+    2. Check every method against the backend where it can say (``backend.check_method``: a
+       local model's tokenizer and the engine's limits, before any engine starts).
+    3. Plan the pending samples: seeds x items x configs, an item's configs side by side. A
+       finished sample whose prompt differs from this command's is refused too.
+    4. Nothing pending: return 0 (a deferred backend never starts its engine). Else submit them
+       all at once (``generate_stream``: vLLM batches every config together, since MoI is per
+       request) and score each completion as it finishes.
+    5. Append each record as soon as it is scored, so an interrupted run resumes where it stopped.
 
     ``scoring`` picks a task's scoring by name (e.g. ``"lenient"`` for Count Down) for the tasks
     that have it; the others keep their default. Each record names its scoring.
@@ -155,34 +240,48 @@ def run(
     from tqdm.auto import tqdm
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _drop_partial_last_line(out_path)
     scorings = resolve_scorings(tasks, scoring)
+    seeds = list(seeds)
+    # The data first: a missing or malformed file is the quickest mistake to report.
+    items = {(t.name, seed): t.load(data, seed)[:limit] for t in tasks for seed in seeds}
+    _drop_partial_last_line(out_path)
     existing = read_records(out_path)
     _check_same_scoring(existing, scorings, out_path)
-    done = {sample_key(r["task"], r["item_id"], r["config_key"], r["seed"]) for r in existing}
-    seeds = list(seeds)
+    settings = run_settings(backend, max_tokens, chat_template)
+    check_resumable(existing, settings, configs, out_path)
+    check = getattr(backend, "check_method", None)
+    if check is not None:
+        for config in configs:
+            try:
+                check(config.moi())
+            except ValueError as e:
+                raise ValueError(f"method {config.method}: {e}") from None
+    done = {sample_key(r["task"], r["item_id"], r["config_key"], r["seed"]): r for r in existing}
 
     pending: list[tuple[Task, Item, DecodeConfig, int, str]] = []
     chat: dict[str, str] = {}
     for task in tasks:
         for seed in seeds:
-            for item in task.load(data, seed)[:limit]:
-                todo = [
-                    c
-                    for c in configs
-                    if sample_key(task.name, item.item_id, c.key, seed) not in done
-                ]
-                if not todo:
-                    continue
+            for item in items[(task.name, seed)]:
                 if item.prompt not in chat:
                     chat[item.prompt] = (
                         backend.chat_prompt(item.prompt) if chat_template else item.prompt
                     )
-                pending += [(task, item, c, seed, chat[item.prompt]) for c in todo]
+                prompt = chat[item.prompt]
+                for c in configs:
+                    record = done.get(sample_key(task.name, item.item_id, c.key, seed))
+                    if record is None:
+                        pending.append((task, item, c, seed, prompt))
+                    elif record["prompt"] != prompt:
+                        raise ResumeError(
+                            f"{out_path}: {task.name} item {item.item_id} was asked with another "
+                            "prompt (another --data, prompt or chat template?): write to another "
+                            f"--out, or read this one with `mixinputs eval report {out_path}`"
+                        )
     if not pending:
         return 0
 
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     requests = [
         (
             prompt,
@@ -196,7 +295,12 @@ def run(
         )
         for _, _, config, seed, prompt in pending
     ]
-    bar = tqdm(total=len(pending), desc="eval", unit="sample", disable=not progress)
+    start = getattr(backend, "start", None)
+    if start is not None:  # a deferred backend's engine starts now, before the progress bar
+        start()
+    bar = tqdm(
+        total=len(pending), desc="eval", unit="sample", disable=not progress, file=progress_file
+    )
     added = 0
     stream = backend.generate_stream(requests)
     with open(out_path, "a") as out, contextlib.closing(stream), bar:
@@ -205,6 +309,11 @@ def run(
             record = _record(
                 task, item, config, seed, prompt, completion, backend, scorings[task.name]
             )
+            record["settings"] = {
+                **settings,
+                "temperature": config.temperature,
+                "top_p": config.top_p,
+            }
             out.write(json.dumps(record) + "\n")
             out.flush()
             added += 1
@@ -252,7 +361,6 @@ def _record(
     scoring: str,
 ) -> dict:
     extracted, correct = task.score(completion.text, item, scoring)
-    mixing = config.moi()
     return {
         "task": task.name,
         "scoring": scoring,
@@ -260,7 +368,7 @@ def _record(
         "config_key": config.key,
         "config": {k: v for k, v in asdict(config).items() if not _nan(v)},
         # every setting of the method, defaults included (the label names only the others)
-        "request": mixing.to_request() if mixing is not None else dict(STANDARD_REQUEST),
+        "request": config_request(config),
         "seed": seed,
         "prompt": prompt,
         "completion": completion.text,
