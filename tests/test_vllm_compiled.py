@@ -25,6 +25,12 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 PROMPTS = ["The capital of France is", "Write a short poem about the sea:"]
 
 
+def _profiled(worker):
+    from mixinputs.vllm_plugin.attach import step_state_of
+
+    return step_state_of(worker.model_runner).profiled
+
+
 def test_compiled_engine_feeds_the_mixtures():
     llm = start_llm(enforce_eager=False, max_num_batched_tokens=256)
 
@@ -32,6 +38,9 @@ def test_compiled_engine_feeds_the_mixtures():
         params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, extra_args=extra)
         return llm.generate(PROMPTS, [params] * 2, use_tqdm=False)
 
+    # A compiled CPU engine runs vLLM's memory profile at start-up: MoI's worst step ran in it.
+    report = llm.collective_rpc(_profiled)[0]
+    assert report is not None and report["rows"] == 8 and report["extra_bytes"] > 0
     standard = token_ids(run(None))
     assert token_ids(run({"mixinputs_beta": "inf"})) == standard
     out, records = trace(llm, lambda: run({"mixinputs_beta": 0.25}))

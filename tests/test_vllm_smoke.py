@@ -43,12 +43,12 @@ def llm():
 def test_version_is_supported_and_every_hooked_name_is_in_its_source():
     from pathlib import Path
 
-    from mixinputs.vllm_plugin import compat
-    from tests.test_vllm_compat import check_sources
+    from mixinputs.vllm_plugin import compat, source_checks
+    from mixinputs.vllm_plugin.check_release import tree_reader
 
     assert compat.is_supported(compat.vllm_version())
     root = Path(vllm.__file__).parent.parent
-    assert check_sources(lambda p: (root / p).read_text()) == []
+    assert [str(p) for p in source_checks.check(tree_reader(root))] == []
 
 
 def test_exactness(llm):

@@ -54,12 +54,12 @@ PROMPTS = [
 ]
 MOI = {"mixinputs_beta": 1.0}
 PREEMPT_PROMPTS = [f"Story {i}: Once upon a time, in a village by the river," for i in range(8)]
-COLD_STOP = {  # tau above any entropy: the think-end token (id 100) is forced at token 25
+COLD_STOP = {  # tau above any entropy: the think-end token (id 100) is forced at token 13
     "mixinputs_noise": "dirichlet",
     "mixinputs_region": "thinking",
     "mixinputs_think_end": 100,
     "mixinputs_cold_stop_entropy": 100.0,
-    "mixinputs_cold_stop_steps": 25,
+    "mixinputs_cold_stop_steps": 13,
 }
 SOFT_GUMBEL = {"mixinputs_mode": "soft", "mixinputs_noise": "gumbel"}
 # SwiReasoning (ids stand in for SmolLM2's missing think tokens; a short window and a cap of 1
@@ -97,11 +97,13 @@ PREEMPT_SAMPLING = [
     {"temperature": 0.6, "seed": 7},
     {"temperature": 1.0, "seed": 8},
 ]
-PREEMPT_TOKENS = 40
+# Prompts of ~15 tokens: each request needs a second block after ~17 tokens, and the 7 usable
+# blocks cannot hold 8 such requests, so some are preempted mid-generation and resumed.
+PREEMPT_TOKENS = 24
 LONG_PROMPT = " ".join(f"Item {i} is a word about colour number {i}." for i in range(9))
 
 
-def greedy(extra=None, max_tokens=12, **kw) -> dict:
+def greedy(extra=None, max_tokens=8, **kw) -> dict:
     return {"max_tokens": max_tokens, "temperature": 0.0, "extra_args": extra, **kw}
 
 
@@ -185,7 +187,7 @@ def ids(outputs: list[dict]) -> list[list[int]]:
 
 # -- fixtures: two reference runs, then the module's engine ------------------------------------
 STANDARD_RUN = batch(PROMPTS, [greedy() for _ in PROMPTS])
-SEEDED_RUN = batch(PROMPTS[:2], [{"max_tokens": 12, "temperature": 0.8, "seed": 7}] * 2)
+SEEDED_RUN = batch(PROMPTS[:2], [{"max_tokens": 8, "temperature": 0.8, "seed": 7}] * 2)
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +231,18 @@ def test_v2_runner_serves_with_the_moi_model_state(engine):
     assert info["sampler"] == "MoISampler"
     assert info["embedding"] == "MixedInputEmbedding"
     assert info["step_state"] == "MoIStepState"  # the class the V1 runner runs too
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllms_memory_profile_runs_moi_worst_step_on_every_slot(engine):
+    before = ids(engine.generate(batch(PROMPTS, [greedy(MOI) for _ in PROMPTS])))
+    answer = engine.call({"op": "profile"})
+    assert answer["disabled"] is None and answer["open"] == 0
+    report = answer["profiled"]
+    assert report["rows"] == ENGINE["max_num_seqs"] and report["extra_bytes"] > 0
+    assert set(report["methods"]) == {"soft", "selar", "multiplex", "swir"}
+    assert ids(engine.generate(batch(PROMPTS, [greedy(MOI) for _ in PROMPTS]))) == before
 
 
 @pytest.mark.vllm
@@ -307,6 +321,74 @@ def test_every_method_feeds_its_reference_mixture(engine, tmp_path):
     assert ids(out)[3][3] == 100  # Cold Stop after 4 low-entropy thinking steps
 
 
+# Soft Thinking as released (issue 24): τ above any entropy forces </think> (id 100) at the 4th
+# token and, after thinking, ends the request 4 tokens later (EOS; ignore_eos keeps it going).
+SOFT_FORCED = {
+    "mixinputs_mode": "soft",
+    "mixinputs_think_end": 100,
+    "mixinputs_cold_stop_entropy": 100.0,
+    "mixinputs_cold_stop_steps": 4,
+}
+SOFT_RELEASE_CASES = [  # (extra_args, sampling): seeded and greedy, with and without noise
+    (SOFT_FORCED, {"temperature": 0.6, "seed": 40}),
+    ({**SOFT_FORCED, "mixinputs_noise": "gumbel"}, {"temperature": 0.6, "seed": 41}),
+    ({**SOFT_FORCED, "mixinputs_noise": "dirichlet"}, {"temperature": 0.6, "seed": 42}),
+    (SOFT_FORCED, {"temperature": 0.0}),
+    ({**SOFT_FORCED, "mixinputs_cold_stop_entropy": 1.0, "mixinputs_cold_stop_steps": 2},
+     {"temperature": 0.6, "seed": 43}),
+    (SOFT_FORCED, {"temperature": 0.6, "seed": 44}),  # case 0 with another seed
+]  # fmt: skip
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_soft_thinking_follows_its_release(engine, tmp_path):
+    """Soft Thinking on the V2 runner against the transcription of its release (Randomized
+    Soft Thinking's with noise, ``tests/reference_methods.py``): the same tokens and inputs at
+    every step, across </think>, Cold Stop and the after-thinking end; Cold Stop fires where the
+    transcription's does; without noise two seeds think the same tokens. (V1 and transformers:
+    ``tests/test_vllm_methods.py``, ``tests/test_faithful_hf.py``.)"""
+    import transformers
+
+    from mixinputs.config import MoIConfig
+    from mixinputs.mixing import MethodRows, RegionState
+    from mixinputs.tokens import resolve_tokens
+    from tests import faithfulness
+    from tests.vllm_support import same_request
+
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(SOFT_RELEASE_CASES))]
+    prompts[5] = prompts[0]
+    params = [{"max_tokens": 14, "ignore_eos": True, "extra_args": e, **s}
+              for e, s in SOFT_RELEASE_CASES]  # fmt: skip
+    out = engine.generate(batch(prompts, params), trace=tmp_path / "trace.pt")
+    data = torch.load(tmp_path / "trace.pt")
+    records, weight = [r for r in data["records"] if "fed" not in r], data["weight"].float()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path())
+    for i, (extra, sampling) in enumerate(SOFT_RELEASE_CASES):
+        config = resolve_tokens(MoIConfig.from_request(extra), tokenizer, weight.shape[0])
+        greedy = sampling["temperature"] == 0.0
+        steps, engine_cold = [], 0
+        for r in records:
+            for row, (rid, j) in enumerate(zip(r["req_ids"], r["js"], strict=True)):
+                if same_request(rid, out[i]["request_id"]):
+                    steps.append(faithfulness.Step(
+                        j, r["prior"][row], int(r["sampled"][row]), int(r["emitted"][row]),
+                        r["mixed"][row],
+                    ))  # fmt: skip
+                    rows, state = MethodRows(*r["methods"]), RegionState(*r["state"])
+                    engine_cold += faithfulness.engine_cold_stop(rows, state, row)
+        assert [s.emitted for s in steps] == out[i]["token_ids"], i
+        counts = faithfulness.soft_thinking(steps, config, weight, sampling.get("seed", 0),
+                                            0, 1.0, greedy)  # fmt: skip
+        assert counts["cold_stops"] == engine_cold, (i, counts, engine_cold)
+        # Only Cold Stop ends thinking here (id 100 never leads): forced in all but case 4.
+        assert counts["switches"] == counts["cold_stops"] == (1 if i != 4 else engine_cold)
+        if i != 4:  # the forced cases end 4 tokens after thinking, without noise
+            assert counts["aborts"] == (config.noise == "none"), (i, counts)
+    assert out[0]["token_ids"][:4] == out[5]["token_ids"][:4]  # thinking: no seed enters it
+    assert out[0]["token_ids"][8] == tokenizer.eos_token_id  # the request's end
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_chunked_prefill_mixes_only_generated_tokens(engine, tmp_path):
@@ -324,7 +406,9 @@ def test_prefix_cache_never_serves_mixed_kv_to_standard_requests(engine):
     block = engine.call({"op": "summary"})["block_size"]
     text = " ".join(f"Entry {i}: field {i * 7 % 13} holds {i * 31 % 97}." for i in range(20))
     prompt_ids = engine.call({"op": "tokenize", "text": text})[: 2 * block + 5]
-    moi = [{"prompt_token_ids": prompt_ids, "params": greedy(MOI, 2 * block)}]
+    # One block of mixtures takes the sequence past a third full block (3 * block > len + block)
+    # that a standard request would be served from, were mixed KV shared.
+    moi = [{"prompt_token_ids": prompt_ids, "params": greedy(MOI, block)}]
     generated = engine.generate(moi)[0]["token_ids"]
     follow = [{"prompt_token_ids": prompt_ids + generated, "params": greedy(None, 2)}]
     cached = engine.generate(follow)[0]["num_cached_tokens"]
@@ -619,6 +703,17 @@ def _summary(llm) -> dict:
     return info
 
 
+def _profile(llm) -> dict:
+    """vLLM's memory profile run again (eager CPU engines skip it at start-up)."""
+    from mixinputs.vllm_plugin.attach import step_state_of
+
+    runner = _runner(llm)
+    moi = step_state_of(runner)
+    moi.profiled = None
+    runner.profile_run()
+    return {"profiled": moi.profiled, "open": moi.num_open, "disabled": moi.disabled}
+
+
 def _generate(llm, command: dict) -> list[dict]:
     from vllm import SamplingParams
 
@@ -663,6 +758,7 @@ def _generate(llm, command: dict) -> list[dict]:
             "text": o.outputs[0].text,
             "num_cached_tokens": o.num_cached_tokens or 0,
             "num_prompt_tokens": len(o.prompt_token_ids),
+            "request_id": o.request_id,
         }
         for o in outputs
     ]
@@ -686,6 +782,8 @@ def _serve() -> None:
                 result = _generate(llm, command)
             elif op == "summary":
                 result = _summary(llm)
+            elif op == "profile":
+                result = _profile(llm)
             elif op == "tokenize":
                 result = llm.get_tokenizer()(command["text"]).input_ids
             elif op == "quit":

@@ -303,3 +303,45 @@ def check_step_record(rec: dict, weight, width: int = 20, rtol: float = 2**-7) -
             )
     torch.testing.assert_close(mixed, expected.to(rec["mixed"].dtype).float(), rtol=rtol, atol=1e-6)
     return len(rec["sampled"])
+
+
+# -- the plugin registered in a fresh process, with one thing changed first ---------------------
+_REGISTER_SCRIPT = r"""
+import json, logging, sys
+logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+{setup}
+import mixinputs.vllm_plugin as plugin
+result = {{}}
+try:
+    plugin.register()
+    result["registered"] = True
+except Exception as e:
+    result["raised"] = f"{{type(e).__name__}}: {{e}}"
+if result.get("registered"):
+    from vllm import SamplingParams
+    from vllm.v1.engine.input_processor import InputProcessor
+    front_end = type("FrontEnd", (), {{"vllm_config": None}})()
+    try:
+        InputProcessor.process_inputs(
+            front_end, "r", "p", SamplingParams(extra_args={{"mixinputs_beta": 1}}))
+    except ValueError as e:
+        result["request_error"] = str(e)
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+    result["runner_untouched"] = not hasattr(GPUModelRunner._sample, "__mixinputs_original__")
+print("RESULT:" + json.dumps(result))
+"""
+
+
+def register_in_subprocess(setup: str, env: dict[str, str] | None = None) -> tuple[dict, str]:
+    """Run ``setup`` (Python source: a fault to inject), register the plugin, then send one MoI
+    request to the front end's validation; returns ({"registered" or "raised",
+    "request_error", "runner_untouched"}, the log). ``MIXINPUTS_BETA`` only when ``env`` sets it."""
+    require_vllm()
+    base = {k: v for k, v in os.environ.items() if k != "MIXINPUTS_BETA"}
+    out = subprocess.run(
+        [sys.executable, "-c", _REGISTER_SCRIPT.format(setup=setup)],
+        capture_output=True, text=True, env={**base, **(env or {})}, timeout=300,
+    )  # fmt: skip
+    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT:")]
+    assert lines, out.stderr[-3000:]
+    return json.loads(lines[0][7:]), out.stderr

@@ -132,11 +132,10 @@ def serve_engine() -> None:
 
 
 def _engine_facts(llm) -> dict:
+    from mixinputs.vllm_plugin.attach import uses_v2_runner  # vLLM's own choice, any release
+
     config = llm.llm_engine.vllm_config
-    try:
-        v2 = bool(config.use_v2_model_runner)
-    except Exception:  # releases without Model Runner V2
-        v2 = False
+    v2 = uses_v2_runner(config)
     plugins = os.environ.get("VLLM_PLUGINS")
     return {
         "runner": "v2" if v2 else "v1",
@@ -147,11 +146,17 @@ def _engine_facts(llm) -> dict:
 
 def plugin_memory(worker) -> dict | None:
     """Run in a vLLM worker (``collective_rpc``): what the plugin holds there, on either model
-    runner, or None where no MoI state is attached (the vanilla engine)."""
+    runner, and what MoI's worst step adds to vLLM's memory profile (the profile is run here when
+    the engine skipped it at start-up), or None where no MoI state is attached (the vanilla
+    engine)."""
     from mixinputs.vllm_plugin.attach import step_state_of
 
     state = step_state_of(worker.model_runner)
-    return None if state is None else state.memory()
+    if state is None:
+        return None
+    if state.profiled is None:  # eager CPU engines with a KV cache in bytes skip vLLM's profile
+        worker.model_runner.profile_run()
+    return state.memory()
 
 
 class EngineProcess:

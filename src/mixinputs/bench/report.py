@@ -46,14 +46,71 @@ def print_result(r: Result, indent: str = "  ") -> None:
     print("\n".join(indent + line for line in result_lines(r)), flush=True)
 
 
-def print_summary(results: list[Result], memory: dict | None, seconds: float | None) -> None:
-    """Every result again, then the plugin's memory and the run's time."""
-    print(
-        "summary: each ratio is the median of per-round ratios, with the per-round range and "
-        "its 95% bootstrap interval ('inconclusive' where the rounds cannot tell it from 1)"
+def headline(results: list[Result]) -> str:
+    """The run in one line: each method's decode throughput against vanilla vLLM (no plugin;
+    standard decoding where no vanilla arm ran), per shape, with the interval's verdict.
+
+    >>> r = Result.from_rates("vllm", 8, 16, [99, 98, 100], [90, 99, 95], [100, 100, 100])
+    >>> headline([r])
+    'headline: moi/vanilla 0.950 [0.900, 0.990] slower at batch 8 x 16'
+    """
+    parts = []
+    for method in dict.fromkeys(r.method for r in results):
+        shapes = []
+        for r in (r for r in results if r.method == method):
+            spreads = r.spreads()
+            name = (
+                "method_over_vanilla"
+                if "method_over_vanilla" in spreads
+                else ("method_over_standard")
+            )
+            spread = spreads.get(name)
+            if spread is None:
+                continue
+            verdict = spread.verdict().split(":")[0]
+            lo, hi = spread.interval
+            label = r.ratio_label(name) if not shapes else ""
+            shape = f"{r.backend} " if len({x.backend for x in results}) > 1 else ""
+            shapes.append(
+                f"{label + ' ' if label else ''}{spread.median:.3f} [{lo:.3f}, {hi:.3f}] "
+                f"{verdict} at {shape}batch {r.batch_size} x {r.max_tokens}"
+            )
+        if shapes:
+            parts.append(", ".join(shapes))
+    return "headline: " + ("; ".join(parts) if parts else "no ratio measured")
+
+
+def profile_line(profiled: dict | None) -> str:
+    """vLLM's memory profile with and without MoI's worst step, in one line.
+
+    >>> line = profile_line({"rows": 8, "sampler_bytes": 2**21, "extra_bytes": 2**20,
+    ...                      "methods": {"soft": 3 * 2**20, "swir": 2**21}})
+    >>> line.split(": ")[1]
+    '2.00 MiB without MoI, 3.00 MiB with its worst step (+1.00 MiB; soft 3.00, swir 2.00 MiB)'
+    """
+    if not profiled:
+        return "vLLM's memory profile: not run (no MoI step was profiled)"
+    alone = profiled["sampler_bytes"]
+    per = ", ".join(f"{k} {v / 2**20:.2f}" for k, v in profiled["methods"].items())
+    return (
+        f"vLLM's memory profile, dummy sampler call on {profiled['rows']} rows: "
+        f"{alone / 2**20:.2f} MiB without MoI, {(alone + profiled['extra_bytes']) / 2**20:.2f} MiB "
+        f"with its worst step (+{profiled['extra_bytes'] / 2**20:.2f} MiB; {per} MiB)"
     )
-    for r in results:
-        print_result(r, indent="")
+
+
+def print_summary(
+    results: list[Result], memory: dict | None, seconds: float | None, printed: bool = False
+) -> None:
+    """The results (unless ``printed``: a run prints each as it is measured), the plugin's
+    memory, the run's time and the one-line :func:`headline`."""
+    if not printed:
+        print(
+            "each ratio is the median of per-round ratios, with the per-round range and its 95% "
+            "bootstrap interval ('inconclusive' where the rounds cannot tell it from 1)"
+        )
+        for r in results:
+            print_result(r, indent="")
     if memory:
         print(
             f"plugin memory: {memory['device_bytes'] / 2**20:.2f} MiB on the device "
@@ -61,8 +118,10 @@ def print_summary(results: list[Result], memory: dict | None, seconds: float | N
             f"{memory.get('dtype')}), {memory.get('host_history_bytes_per_token')} host bytes "
             "per generated token"
         )
+        print(profile_line(memory.get("profiled")))
     if seconds is not None:
         print(f"bench took {seconds:.0f} s, engine starts included")
+    print(headline(results))
 
 
 def load_report(path: str | Path) -> tuple[list[Result], dict]:

@@ -14,9 +14,13 @@ running MoI request in ``MixedInputEmbedding.slots`` and in ``SlotSettings``.
 2. ``sample`` (device, around the runner's sampler): keep the MoI rows' raw logits (the sampler
    may edit them in place), sample as usual, then build candidates ``top-K ∪ {y}``, apply each
    row's method, and write the mixtures into their slots (``mix_step.MixStep``). The state each
-   row carries goes back into its slot's settings row, Cold Stop rewrites the sampled token in
-   the sampler's output, and the final weights go to the host history. No host sync: the host
-   only learns which rows mix and where, which it knows before the step.
+   row carries goes back into its slot's settings row; the tokens a method emits in place of the
+   sampled ones (soft thinking's top-1, Cold Stop's think-end token and EOS, SwiReasoning's
+   injections) are written into the sampler's output; the final weights go to the host history.
+   Whole-vocabulary work (Cold Stop's entropy, soft thinking's Dirichlet draws over every kept
+   token, SwiReasoning's p·E, Multiplex's draws) runs on the rows that need it only, whose
+   indices travel in the plan's one upload. No host sync: the host only learns which rows mix
+   and where, which it knows before the step.
 
 Extra device memory: ``max_num_seqs`` slot rows of hidden size, a settings row each, two index
 buffers and the replay rows (see ``embedding.py``). Per request the host keeps (K+1) ids and
@@ -36,11 +40,17 @@ import torch
 from mixinputs.config import MoIConfig
 from mixinputs.mixing import (
     FAMILY_CODES,
+    MEASURE_CODES,
     STATE_DTYPES,
     FamilyInputs,
+    KeptDraws,
+    kept_dirichlet,
     mask_top_k_top_p,
     row_settings,
+    top_k_normalizer,
+    vocab_entropy,
 )
+from mixinputs.mixing import _rows_at as rows_at
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
 from mixinputs.vllm_plugin.history import HistoryStaging, MixtureHistory, new_seed
 from mixinputs.vllm_plugin.host_turns import HostTurns
@@ -53,6 +63,9 @@ logger = logging.getLogger("vllm.mixinputs")
 
 # Per-slot host flags: which work a batch holding the slot needs.
 _SAMPLING, _METHODS, _FORCES, _OWN_K, _SWIR, _SELAR, _MULTIPLEX, _MASKED_DRAWS = range(8)
+_VOCAB, _KEPT, _KEPT_CUT, _RECIPE = range(8, 12)  # Cold Stop's entropy, Dirichlet, SeLaR greedy
+_WIDE = 12  # a sampling-prior row whose sampler's top-k is wider than the engine's K
+_NUM_FLAGS = 13
 _FAMILY_FLAGS = {"swir": _SWIR, "selar": _SELAR, "multiplex": _MULTIPLEX}
 
 
@@ -92,6 +105,11 @@ class StepPlan:
     dense_js: list[int]  # which of plan's rows those are, on the host
     draws: int  # Multiplex draws beyond the sampled token (the largest K - 1)
     masked_draws: bool  # some Multiplex row samples under top-k / top-p (masks over V)
+    vocab_rows: torch.Tensor | None = None  # [E] long, device: Cold Stop's whole-vocabulary rows
+    kept_rows: torch.Tensor | None = None  # [Q] long, device: soft's Dirichlet-over-kept rows
+    kept_cut: bool = False  # some of them sample under top-k / top-p (masks over V)
+    greedy_recipe: bool = False  # some greedy SeLaR row reads the released recipe's distribution
+    wide_rows: torch.Tensor | None = None  # [W] long, device: sampler top-k wider than K
 
 
 class MoIStepState:
@@ -110,12 +128,13 @@ class MoIStepState:
         self.is_open = np.zeros(self.num_slots, dtype=bool)
         self.latest = np.full(self.num_slots, -1, dtype=np.int64)  # j of the slot's mixture
         self.resumed = np.zeros(self.num_slots, dtype=bool)  # restore its state at its next sample
-        self.flags = np.zeros((self.num_slots, 8), dtype=bool)
+        self.flags = np.zeros((self.num_slots, _NUM_FLAGS), dtype=bool)
         self.draws = np.zeros(self.num_slots, dtype=np.int64)  # Multiplex's K - 1, per slot
         n = self.num_slots
-        # Per turn, host -> device: newest_pos, rows, slots, js, SwiReasoning rows, Multiplex rows.
-        self._plan_host = HostTurns({"plan": (5 * n, torch.long)}, self.device)
-        self._plan_dev = torch.zeros(4 * n, dtype=torch.long, device=self.device)
+        # Per turn, host -> device: newest_pos, rows, slots, js, SwiReasoning rows, Multiplex rows
+        # (disjoint), Cold Stop's whole-vocabulary rows, soft thinking's Dirichlet rows.
+        self._plan_host = HostTurns({"plan": (8 * n, torch.long)}, self.device)
+        self._plan_dev = torch.zeros(7 * n, dtype=torch.long, device=self.device)
         self.plain_mask: torch.Tensor | None = None  # [V] bool: the math-symbol tokens
         self.replays = Replays(embed, self.width)  # resumed requests' earlier inputs
         self._newest_dirty = False  # newest_pos on the device may hold positions
@@ -127,6 +146,8 @@ class MoIStepState:
         self.requests: dict[str, SlotRequest | None] = {}
         self.num_alive = 0  # MoI requests among them: holding a slot, or paused / preempted
         self.disabled: str | None = None  # why this engine cannot mix after all, or None
+        self.profiled: dict | None = None  # what the worst-case step added (worst_case.py)
+        self.profile_next = False  # the next dummy sampler call is vLLM's memory profile
 
     # ------------------------------------------------------------------ requests
     def request(self, req_id: str, params: Any) -> SlotRequest | None:
@@ -159,6 +180,33 @@ class MoIStepState:
         self.disabled = reason
         logger.error("mixinputs: MoI is off for this engine: %s", reason)
 
+    def contained(self, where: str, hook: Callable[..., Any], *args: Any) -> None:
+        """Run one of the runner adapters' hooks (``where``: what it does, for the log); if it
+        raises, MoI goes off (``fail``) instead of the engine. Does nothing once MoI is off."""
+        if self.disabled is not None:
+            return
+        try:
+            hook(*args)
+        except Exception as e:
+            self.fail(where, e)
+
+    def fail(self, where: str, error: BaseException) -> None:
+        """Something of ours raised during a step (``where``): MoI goes off for this engine, and
+        every request goes on as a standard one from its next input (no position feeds a
+        mixture again). The front end learns the reason from ``status`` and refuses new MoI
+        requests with it."""
+        logger.debug("mixinputs: the MoI step raised while %s", where, exc_info=error)
+        self._plan = None
+        self._processed = None
+        self._capture_rows = None
+        if self.disabled is None:
+            self.disable(f"the MoI step raised while {where} ({type(error).__name__}: {error})")
+        try:
+            self.embed.newest_pos.zero_()
+            self.replays.clear()
+        except Exception:  # nothing more we can do; plan() feeds nothing from now on
+            logger.debug("mixinputs: could not clear the MoI positions", exc_info=True)
+
     def stats(self) -> dict:
         """Counts for logs and tests."""
         alive, used = self.num_alive, self.num_open
@@ -177,19 +225,35 @@ class MoIStepState:
         restored at its next sample). ``params``: vLLM's SamplingParams (greedy, top-k, top-p)."""
         self.close(slot)
         config = request.config
-        settings = row_settings(config, seed=request.history.seed, greedy=params.temperature < 1e-5)
+        settings = row_settings(
+            config,
+            seed=request.history.seed,
+            greedy=params.temperature < 1e-5,
+            temperature=params.temperature,
+            max_tokens=getattr(params, "max_tokens", None),
+        )
         self.table.assign(slot, settings, params.top_k, params.top_p)
         self.holders[slot] = request
         self.is_open[slot] = True
         self.latest[slot] = -1
         self.resumed[slot] = request.next_j > 0
+        cut = params.top_k > 0 or params.top_p < 1.0  # the sampler's own top-k / top-p
         self.flags[slot] = (
             settings.sampling,
             config.needs_method_step,
-            config.cold_stop_entropy is not None or bool(config.swir_max_switches),  # swir only
+            # It may emit another token than the sampled one.
+            config.cold_stop_entropy is not None
+            or bool(config.swir_max_switches)  # swir only
+            or settings.soft_top1,
             config.top_k < self.max_top_k,
             *(settings.family == FAMILY_CODES[mode] for mode in _FAMILY_FLAGS),  # in column order
-            config.mode == "multiplex" and (params.top_k > 0 or params.top_p < 1.0),
+            config.mode == "multiplex" and cut,
+            config.cold_stop_entropy is not None
+            and settings.cold_stop_measure != MEASURE_CODES["candidates"],
+            settings.dirichlet_kept,
+            settings.dirichlet_kept and cut,
+            settings.greedy_recipe,
+            settings.sampling and max(int(params.top_k or 0), 0) > self.max_top_k,
         )
         self.draws[slot] = config.multiplex_width - 1 if config.mode == "multiplex" else 0
         if settings.plain_math and self.plain_mask is None:
@@ -235,6 +299,10 @@ class MoIStepState:
             "replay_rows": embed.replay_rows,
             "replay_in_vllm_buffer": not embed.owns_replay,
             "host_history_bytes_per_token": self.width * 8 + 8 * len(STATE_DTYPES),
+            # vLLM's memory profile: the dummy sampler call alone, and what MoI's worst step
+            # added to it (worst_case.py); None until vLLM profiled (eager CPU engines with a KV
+            # cache in bytes skip it).
+            "profiled": self.profiled,
         }
 
     # ------------------------------------------------------------------ 1. plan the forward
@@ -281,12 +349,18 @@ class MoIStepState:
         newest[slots[fresh]] = (start + fresh_pos - computed)[fresh] + 1
         self.embed.newest_pos.copy_(buf[:n], non_blocking=True)
         self._newest_dirty = True
-        # 2. The kept rows, their slots and js, and which of them run SwiReasoning and Multiplex
-        #    (their whole-vocabulary work runs on those rows only), in the same upload.
+        # 2. The kept rows, their slots and js, and which of them run SwiReasoning, Multiplex,
+        #    Cold Stop's entropy and soft thinking's Dirichlet draws (their whole-vocabulary work
+        #    runs on those rows only), in the same upload.
         dense_js = np.flatnonzero(self.flags[kept_slots, _SWIR])
         mux_js = np.flatnonzero(self.flags[kept_slots, _MULTIPLEX])  # disjoint from dense_js
-        d, x = dense_js.size, mux_js.size
-        indices = np.concatenate([rows[keep], kept_slots, js, dense_js, mux_js])  # 3m + d + x
+        vocab_js = np.flatnonzero(self.flags[kept_slots, _VOCAB])
+        dirichlet_js = np.flatnonzero(self.flags[kept_slots, _KEPT])
+        wide_js = np.flatnonzero(self.flags[kept_slots, _WIDE])
+        d, x, e = dense_js.size, mux_js.size, vocab_js.size
+        q, w = dirichlet_js.size, wide_js.size
+        parts = [rows[keep], kept_slots, js, dense_js, mux_js, vocab_js, dirichlet_js, wide_js]
+        indices = np.concatenate(parts)  # 3m + d + x + e + q + w
         host[n : n + indices.size] = indices
         plan_dev = self._plan_dev[: indices.size]
         if m:
@@ -305,6 +379,7 @@ class MoIStepState:
             return
         self.latest[kept_slots] = js
         flags = self.flags[kept_slots].any(axis=0)
+        extra = 3 * m + d + x  # where the Cold Stop and Dirichlet rows start
         self._plan = StepPlan(
             token=token,
             rows=plan_dev[:m],
@@ -319,10 +394,15 @@ class MoIStepState:
             own_k=bool(flags[_OWN_K]),
             family=frozenset(mode for mode, col in _FAMILY_FLAGS.items() if flags[col]),
             dense_rows=plan_dev[3 * m : 3 * m + d] if d else None,
-            multiplex_rows=plan_dev[3 * m + d :] if x else None,
+            multiplex_rows=plan_dev[3 * m + d : extra] if x else None,
             dense_js=dense_js.tolist(),
             draws=int(self.draws[kept_slots].max()),
             masked_draws=bool(flags[_MASKED_DRAWS]),
+            vocab_rows=plan_dev[extra : extra + e] if e else None,
+            kept_rows=plan_dev[extra + e : extra + e + q] if q else None,
+            wide_rows=plan_dev[extra + e + q : extra + e + q + w] if w else None,
+            kept_cut=bool(flags[_KEPT_CUT]),
+            greedy_recipe=bool(flags[_RECIPE]),
         )
 
     def clear(self) -> None:
@@ -359,18 +439,25 @@ class MoIStepState:
         ``logits`` untouched (it edits a float32 copy), so they need no copy when every row mixes.
         """
         plan, self._plan = self._plan, None
-        if plan is None or plan.token is not token:
+        if plan is None or plan.token is not token or self.disabled is not None:
             return run_sampler(logits)
         # 1. The raw (temperature-1) prior of the MoI rows, before the sampler edits the logits.
-        raw = logits if plan.all_rows and logits_kept else logits.index_select(0, plan.rows)
+        try:
+            raw = logits if plan.all_rows and logits_kept else logits.index_select(0, plan.rows)
+        except Exception as e:  # ours: MoI goes off, the step samples as without the plugin
+            self.fail("copying the prior", e)
+            return run_sampler(logits)
         # 2. Sample as usual; the sampler's own distribution is recorded for "sampling" rows.
         self._capture_rows = plan.rows if plan.sampling else None
         self._processed = None
         try:
-            output = run_sampler(logits)
+            output = run_sampler(logits)  # vLLM's: whatever it raises is vLLM's
         finally:
             self._capture_rows = None
-        self._mix(plan, raw, output)
+        try:
+            self._mix(plan, raw, output)
+        except Exception as e:
+            self.fail("mixing", e)
         return output
 
     def record_processed(self, logits: torch.Tensor) -> None:
@@ -389,8 +476,18 @@ class MoIStepState:
         prior, masks = raw, None
         if plan.sampling and self._processed is not None:
             prior = torch.where(rows.sampling[:, None], self._processed.to(raw.dtype), raw)
-            masks = SamplerMasks(rows.sampling, rows.sampler_top_k, rows.sampler_top_p)
+        if plan.greedy_recipe:  # greedy SeLaR rows read the released recipe's distribution
+            recipe = (raw.float() / rows.methods.temperature[:, None]).to(raw.dtype)
+            prior = torch.where(rows.greedy_recipe[:, None], recipe, prior)
+        if plan.sampling:
+            wide = None
+            if plan.wide_rows is not None:  # top-p after a top-k wider than the candidates
+                at = plan.wide_rows
+                norm = top_k_normalizer(prior.index_select(0, at), rows.sampler_top_k[at])
+                wide = torch.full_like(rows.sampler_top_p, float("nan")).index_copy(0, at, norm)
+            masks = SamplerMasks(rows.sampling, rows.sampler_top_k, rows.sampler_top_p, wide)
         self._processed = None
+        rows, kept = self._vocabulary_work(plan, rows, raw, prior)
         # 4. Candidates top-K ∪ {y} at the engine's one width, each row cut to its own K (a
         #    row's mixture never depends on the rest of the batch), the methods, the weights,
         #    and the mixture written into each request's slot for the next forward.
@@ -414,10 +511,11 @@ class MoIStepState:
             (rows.methods, rows.state) if plan.method_step else None,
             family,
             plan.dense_rows,
+            kept,
         )
-        # 5. The state each row carries to its next step; the tokens forced in place of the
-        #    sampled ones (Cold Stop, SwiReasoning); the final weights to the host history, and
-        #    SwiReasoning's inputs themselves (they hold p·E).
+        # 5. The state each row carries to its next step; the tokens emitted in place of the
+        #    sampled ones (soft thinking's top-1, Cold Stop, SwiReasoning); the final weights to
+        #    the host history, and SwiReasoning's inputs themselves (they hold p·E).
         if step is not None:
             self.table.store_state(slots, step.state)
             if plan.forces:
@@ -435,3 +533,30 @@ class MoIStepState:
             )
             for observer in self.observers:
                 observer(record)
+
+    def _vocabulary_work(self, plan: StepPlan, rows, raw: torch.Tensor, prior: torch.Tensor):
+        """Cold Stop's whole-vocabulary entropy (into ``rows.methods.vocab_entropy``) and soft
+        thinking's Dirichlet draws over every kept token, each on its own rows only.
+
+        ``raw`` [M, V] the raw logits, ``prior`` [M, V] what each row samples from before the
+        sampler's top-k / top-p. Returns (rows, ``KeptDraws`` or None)."""
+        methods, kept = rows.methods, None
+        if plan.vocab_rows is not None:  # softmax(raw / T) over V: one pass per such row
+            at = plan.vocab_rows
+            normalized = methods.cold_stop_measure == MEASURE_CODES["vocab_normalized"]
+            h = vocab_entropy(
+                raw.index_select(0, at),
+                methods.temperature.index_select(0, at),
+                normalized.index_select(0, at),
+            )
+            methods = methods._replace(vocab_entropy=methods.vocab_entropy.index_copy(0, at, h))
+        if plan.kept_rows is not None:  # the tokens each row's sampler keeps, then the draws
+            at = plan.kept_rows
+            logits = prior.index_select(0, at)
+            if plan.kept_cut:
+                top_k, top_p = rows.sampler_top_k[at], rows.sampler_top_p[at]
+                cut = ((top_k > 0) | (top_p < 1.0))[:, None]  # others keep every token as is
+                logits = torch.where(cut, mask_top_k_top_p(logits, top_k, top_p), logits)
+            draws = kept_dirichlet(logits, rows_at(methods, at), self.max_top_k)
+            kept = KeptDraws(draws.ids, draws.scores, at)
+        return rows._replace(methods=methods), kept

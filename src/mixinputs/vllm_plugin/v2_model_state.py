@@ -2,14 +2,21 @@
 
 V2 puts everything model-specific behind ``ModelState`` (``vllm/v1/worker/gpu/model_states``).
 ``MoIModelState`` delegates every attribute to the state vLLM chose for the model (default,
-Mamba hybrid, encoder-decoder, ...) and adds MoI at four of its hooks:
+Mamba hybrid, encoder-decoder, ...) and adds MoI at these of its hooks, each named here on
+purpose (the rest reach the wrapped state through ``__getattr__``):
 
 - construction (``wrap_model_state``, right after the model is loaded, before memory profiling
   and graph capture): swap the token embedding for ``MixedInputEmbedding`` (``attach.attach``);
 - ``add_request`` / ``remove_request``: a request's MoI settings live in its V2 slot;
 - ``prepare_inputs`` (every real and dummy step, before the forward): plan where mixtures go;
   ``prepare_dummy_inputs`` (graph capture): clear the plan, so captures see no stale positions;
-- ``custom_sampler``: wrap V2's sampler in ``MoISampler``, which runs ``MoIStepState.sample``.
+- ``custom_sampler``: wrap V2's sampler in ``MoISampler``, which runs ``MoIStepState.sample``;
+- ``dummy_sampler_run`` (vLLM 0.34+, memory profiling): the next sampler call runs MoI's worst
+  step (``worst_case.py``); before 0.34 the patch arms it from the runner's ``_dummy_sampler_run``;
+- ``compute_sample_logits`` (0.34+): the wrapped state's logits, unchanged: ``MoISampler`` reads
+  the logits the sampler receives, whoever projected them;
+- ``capture_inner_cudagraphs`` (its ``stream`` argument from 0.34): passed through unchanged;
+  MoI captures nothing of its own (its buffers are written between graph replays).
 
 >>> MoIModelState.__mro__[1] is object   # delegation, not inheritance: any ModelState fits
 True
@@ -20,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mixinputs.vllm_plugin.attach import attach
+from mixinputs.vllm_plugin.attach import attach, failed
 from mixinputs.vllm_plugin.settings import PluginSettings
 from mixinputs.vllm_plugin.step_state import MoIStepState
 from mixinputs.vllm_plugin.v2_state import V2MoI
@@ -70,6 +77,18 @@ class MoIModelState:
             return custom
         return MoISampler(sampler, self.mixinputs.state), None
 
+    def compute_sample_logits(self, hidden_states: Any) -> Any:
+        return self._inner.compute_sample_logits(hidden_states)
+
+    def dummy_sampler_run(self, sampler: Any, hidden_states: Any) -> bool:
+        # Armed first: if the wrapped state runs its own profiling pass through the sampler, or
+        # returns False and the runner's default pass follows, MoI's worst step is in it.
+        self.mixinputs.arm_profile()
+        return self._inner.dummy_sampler_run(sampler, hidden_states)
+
+    def capture_inner_cudagraphs(self, *args: Any, **kwargs: Any) -> None:
+        return self._inner.capture_inner_cudagraphs(*args, **kwargs)
+
 
 class MoISampler:
     """V2's sampler, plus the mixtures of the MoI rows' sampled tokens.
@@ -82,13 +101,23 @@ class MoISampler:
     def __init__(self, base: Any, state: MoIStepState):
         object.__setattr__(self, "_base", base)
         object.__setattr__(self, "mixinputs", state)
-        _record_sampler_distribution(base, state)
+        state.contained(
+            "hooking the sampler's distribution", _record_sampler_distribution, base, state
+        )
 
     def __call__(self, logits: Any, input_batch: Any, *args: Any, **kwargs: Any) -> Any:
+        state = self.mixinputs
+
+        def run(lg):
+            return self._base(lg, input_batch, *args, **kwargs)
+
+        if state.profile_next:  # vLLM's memory profile: the dummy call runs MoI's worst step
+            state.profile_next = False
+            from mixinputs.vllm_plugin.worst_case import profile
+
+            return profile(state, run, logits)
         # V2's sampler may edit ``logits`` in place (0.26 does): the raw rows are copied.
-        return self.mixinputs.sample(
-            lambda lg: self._base(lg, input_batch, *args, **kwargs), logits, token=input_batch
-        )
+        return state.sample(run, logits, token=input_batch)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._base, name)
@@ -119,14 +148,11 @@ def wrap_model_state(
 ) -> Any:
     """The model state V2 will use: ``inner`` with MoI, or ``inner`` itself when this engine
     cannot mix (the front end then refuses MoI requests with the same reason)."""
-    state = attach(
-        model, vllm_config, inner.max_num_reqs, inner.max_num_tokens, settings, "Model Runner V2"
-    )
+    try:
+        num_slots, num_tokens = inner.max_num_reqs, inner.max_num_tokens
+    except Exception as e:  # a ModelState without V2's sizes: not one MoI knows
+        return failed(f"reading {type(inner).__name__}'s sizes", e, settings) or inner
+    state = attach(model, vllm_config, num_slots, num_tokens, settings, "Model Runner V2")
     if state is None:
         return inner
-    if getattr(device, "type", str(device)) == "cuda":
-        logger.warning(
-            "mixinputs: MoI on Model Runner V2 is not yet verified on GPUs (CUDA graphs, async "
-            "scheduling); unset VLLM_USE_V2_MODEL_RUNNER to have the plugin select the V1 runner"
-        )
     return MoIModelState(inner, V2MoI(state))

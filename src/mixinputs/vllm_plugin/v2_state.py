@@ -24,8 +24,16 @@ class V2MoI:
         self.slot_of: dict[str, int] = {}
         self.preempting: frozenset[str] = frozenset()  # set while V2 frees preempted requests
 
+    def arm_profile(self) -> None:
+        """vLLM profiles memory next: its dummy sampler call runs MoI's worst step."""
+        if self.state.disabled is None:
+            self.state.profile_next = True
+
     def add_request(self, slot: int, req_id: str, sampling_params: Any) -> None:
         """A request took ``slot``: new, or back after a preemption (its history kept)."""
+        self.state.contained("adding a request", self._add, slot, req_id, sampling_params)
+
+    def _add(self, slot: int, req_id: str, sampling_params: Any) -> None:
         self._close(slot)
         request = self.state.request(req_id, sampling_params)
         if request is not None:
@@ -35,6 +43,9 @@ class V2MoI:
     def remove_request(self, req_id: str) -> None:
         """V2 frees the request's slot: it finished, or it is preempted (then its history stays
         for the replay when it comes back; V2 also removes every request before adding it)."""
+        self.state.contained("removing a request", self._remove, req_id)
+
+    def _remove(self, req_id: str) -> None:
         slot = self.slot_of.get(req_id)
         if slot is None:
             return
@@ -51,6 +62,12 @@ class V2MoI:
 
     def plan(self, batch: Any, req_states: Any) -> None:
         """Plan one step from V2's ``InputBatch`` and ``RequestState``."""
+        if self.state.disabled is not None:
+            self.state.clear()
+            return
+        self.state.contained("planning the step", self._plan, batch, req_states)
+
+    def _plan(self, batch: Any, req_states: Any) -> None:
         state = self.state
         n = batch.num_reqs
         if not self.slot_of or n == 0:

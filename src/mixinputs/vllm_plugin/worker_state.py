@@ -31,6 +31,9 @@ class V1MoI:
     def on_update_states(self, scheduler_output: Any) -> None:
         """Read new requests' settings once; forget finished requests; free the slots of
         requests not scheduled this step."""
+        self.state.contained("reading the scheduled requests", self._update, scheduler_output)
+
+    def _update(self, scheduler_output: Any) -> None:
         for new in scheduler_output.scheduled_new_reqs:
             self._request(new.req_id)
         for req_id in scheduler_output.finished_req_ids:
@@ -49,6 +52,12 @@ class V1MoI:
 
     def plan(self, num_scheduled_tokens: np.ndarray) -> None:
         """This step's MoI rows as arrays, after ``_prepare_inputs`` laid the batch out."""
+        if self.state.disabled is not None:
+            self.state.clear()
+            return
+        self.state.contained("planning the step", self._plan, num_scheduled_tokens)
+
+    def _plan(self, num_scheduled_tokens: np.ndarray) -> None:
         state = self.state
         batch = self.runner.input_batch
         n = batch.num_reqs

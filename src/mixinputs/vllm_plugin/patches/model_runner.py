@@ -10,8 +10,11 @@ How: wrap five methods of ``GPUModelRunner`` (the CPU runner inherits four and o
     - ``_update_states``: read new requests' settings, forget finished ones;
     - ``_prepare_inputs``: map this step's tokens to mixture rows (host only);
     - ``_sample``: compute the mixtures of the sampled tokens on the device;
-    - ``_dummy_run`` (profiling, graph capture, idle data-parallel ranks): no mixture is fed.
-    Signatures are the same in vLLM 0.26 to 0.33 (checked against each release's source).
+    - ``_dummy_run`` (profiling, graph capture, idle data-parallel ranks): no mixture is fed;
+    - ``_dummy_sampler_run`` (memory profiling): MoI's worst step runs with the dummy sampler
+      call (``worst_case.py``), so the KV cache leaves room for it.
+    Signatures are the same in vLLM 0.26 to 0.33 (checked against each release's source);
+    vLLM 0.34 deleted this runner, and the patch is installed only where it exists.
 Upstream: an input-embedding hook in the runner would remove this patch; Model Runner V2's
     ``ModelState.prepare_inputs_embeds`` is close to one.
 """
@@ -22,28 +25,35 @@ from typing import Any
 
 import torch
 
-from mixinputs.vllm_plugin.attach import attach
+from mixinputs.vllm_plugin.attach import attach, failed
 from mixinputs.vllm_plugin.patches import wrap_method
 from mixinputs.vllm_plugin.settings import PluginSettings
 from mixinputs.vllm_plugin.worker_state import V1MoI
 
 
 def install(runner: Any, settings: PluginSettings) -> None:
-    """Attach MoI to a runner whose model was just loaded."""
+    """Attach MoI to a runner whose model was just loaded (``attach`` keeps failures to MoI)."""
     if getattr(runner, "_mixinputs", None) is not None:
         return
+    runner._mixinputs = None
+    try:
+        model, sizes = runner.get_model(), (runner.max_num_reqs, runner.max_num_tokens)
+    except Exception as e:  # a runner without V1's attributes: not one MoI knows
+        failed(f"reading {type(runner).__name__}'s model and sizes", e, settings)
+        return
     state = attach(
-        runner.get_model(),
+        model,
         runner.vllm_config,
-        runner.max_num_reqs,
-        runner.max_num_tokens,
+        *sizes,
         settings,
         "the V1 model runner",
         replay_buffer=lambda embedding: _unused_inputs_embeds(runner, embedding.weight),
     )
     runner._mixinputs = None if state is None else V1MoI(runner, state)
     if state is not None:
-        _record_sampler_distribution(runner, state)
+        state.contained(
+            "hooking the sampler's distribution", _record_sampler_distribution, runner, state
+        )
 
 
 def _unused_inputs_embeds(runner: Any, weight: torch.Tensor) -> torch.Tensor | None:
@@ -135,6 +145,20 @@ def apply(settings: PluginSettings) -> None:
 
         return _sample
 
+    def make_dummy_sampler_run(original):
+        def _dummy_sampler_run(self, *args, **kwargs):
+            moi = getattr(self, "_mixinputs", None)
+            sampler = getattr(self, "sampler", None)
+            if moi is None or sampler is None or moi.state.disabled is not None:
+                return original(self, *args, **kwargs)
+            self.sampler = _ProfilingSampler(sampler, moi.state)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                self.sampler = sampler
+
+        return _dummy_sampler_run
+
     def make_dummy_run(original):
         def _dummy_run(self, *args, **kwargs):
             moi = getattr(self, "_mixinputs", None)
@@ -148,3 +172,28 @@ def apply(settings: PluginSettings) -> None:
     wrap_method(GPUModelRunner, "_prepare_inputs", make_prepare_inputs)
     wrap_method(GPUModelRunner, "_sample", make_sample)
     wrap_method(GPUModelRunner, "_dummy_run", make_dummy_run)
+    wrap_method(GPUModelRunner, "_dummy_sampler_run", make_dummy_sampler_run)
+
+
+class _ProfilingSampler:
+    """V1's sampler during ``_dummy_sampler_run``: its first call runs MoI's worst steps
+    (``worst_case.profile``); everything else is the sampler's."""
+
+    def __init__(self, base: Any, state: Any):
+        self._base = base
+        self._state = state
+        self._done = False
+
+    def __call__(self, logits, sampling_metadata, *args, **kwargs):
+        def run(lg):
+            return self._base(lg, sampling_metadata, *args, **kwargs)
+
+        if self._done:
+            return run(logits)
+        self._done = True
+        from mixinputs.vllm_plugin.worst_case import profile
+
+        return profile(self._state, run, logits)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)

@@ -25,6 +25,7 @@ from typing import Any
 
 from mixinputs.config import KEY_RESOLVED, KEY_TOP_K, MoIConfig, MoIConfigError
 from mixinputs.tokens import resolve_tokens
+from mixinputs.vllm_plugin import status
 from mixinputs.vllm_plugin.patches import wrap_method
 from mixinputs.vllm_plugin.settings import PluginSettings
 
@@ -51,6 +52,27 @@ def _error_class() -> type[Exception]:
 MoIRequestError = _error_class()
 
 
+def request_error(message: str, key: str | None = None) -> Exception:
+    """A ``MoIRequestError`` whose HTTP 400 names the offending key in ``param`` (``key``, else
+    the first ``mixinputs_*`` key the message names); an unknown key gets a "did you mean".
+    A vLLM whose error class takes no ``parameter`` gets the message alone."""
+    import re
+
+    from mixinputs.config import REQUEST_KEYS, did_you_mean
+
+    if key is None:
+        found = re.search(r"mixinputs_\w+", message)
+        key = found.group(0) if found else None
+    if key is not None and key not in REQUEST_KEYS and "unknown request key" in message:
+        message += did_you_mean(key, REQUEST_KEYS)
+    if key is not None:
+        try:
+            return MoIRequestError(message, parameter=key)
+        except TypeError:  # MoIConfigError, or an error class without ``parameter``
+            pass
+    return MoIRequestError(message)
+
+
 def check_request(
     params: Any, settings: PluginSettings, engine_refusal: str | None
 ) -> MoIConfig | None:
@@ -63,27 +85,30 @@ def check_request(
     try:
         config = MoIConfig.from_request(extra, settings.default)
     except MoIConfigError as e:
-        raise MoIRequestError(str(e)) from None
+        raise request_error(str(e)) from None
     if config is None:
         return None
     if engine_refusal is not None:  # also MIXINPUTS_BETA's default: every request asks then
         raise MoIRequestError(f"this engine cannot serve MoI requests: {engine_refusal}")
     limit = settings.max_top_k
     if config.top_k is None or config.top_k > limit:
-        raise MoIRequestError(
+        raise request_error(
             f"{KEY_TOP_K}={config.top_k} is out of range: this engine allows 1 to "
-            f"{limit} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)"
+            f"{limit} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)",
+            KEY_TOP_K,
         )
     # The family's inputs live in the engine's K + 1 candidate columns.
     if config.mode == "multiplex" and config.multiplex_width > limit + 1:
-        raise MoIRequestError(
+        raise request_error(
             f"mixinputs_multiplex_width={config.multiplex_width} is out of range: this engine "
-            f"allows 1 to {limit + 1} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)"
+            f"allows 1 to {limit + 1} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)",
+            "mixinputs_multiplex_width",
         )
     if config.mode == "swir" and limit < 3:
-        raise MoIRequestError(
+        raise request_error(
             f"mode 'swir' needs MIXINPUTS_MAX_TOP_K >= 3 (it feeds four tokens); this engine "
-            f"has {limit}"
+            f"has {limit}",
+            "mixinputs_mode",
         )
     return config
 
@@ -97,26 +122,45 @@ def resolve(processor: Any, params: Any, settings: PluginSettings, engine_refusa
     fields = {k: v for k, v in extra.items() if str(k).startswith("mixinputs_")}
     cached = getattr(params, "__dict__", {}).get(_CACHE)
     if cached is not None and cached[0] == fields:
+        if cached[1] is not None:  # the engine may have turned MoI off since
+            _refuse_if_off(processor, engine_refusal)
         return cached[1]
-    # The engine's configuration is fixed: ask once per front end, not per request.
-    if "_mixinputs_refusal" not in processor.__dict__:
-        processor._mixinputs_refusal = engine_refusal(processor.vllm_config)
-    config = check_request(params, settings, processor._mixinputs_refusal)
+    config = check_request(params, settings, None)
+    if config is not None:
+        _refuse_if_off(processor, engine_refusal)
     resolved = None
     if config is not None and config.mode == "swir" and _tensor_parallel(processor) > 1:
-        raise MoIRequestError(
+        raise request_error(
             "mode 'swir' feeds p·E over the whole vocabulary from the plain embedding matrix, "
-            "which this engine shards (tensor parallel): serve it with tensor_parallel_size 1"
+            "which this engine shards (tensor parallel): serve it with tensor_parallel_size 1",
+            "mixinputs_mode",
         )
     if config is not None:
         try:
             config = resolve_tokens(config, processor.tokenizer, _vocab_size(processor))
         except MoIConfigError as e:
-            raise MoIRequestError(str(e)) from None
+            raise request_error(str(e)) from None
         resolved = config.to_resolved()
     if hasattr(params, "__dict__"):
         params.__dict__[_CACHE] = (fields, resolved)
     return resolved
+
+
+def engine_refusal_of(processor: Any, engine_refusal) -> str | None:
+    """Why this front end's engine cannot mix, or None: its configuration (read once per front
+    end: it is fixed) and what its workers said last (``status``)."""
+    if "_mixinputs_refusal" not in processor.__dict__:
+        processor._mixinputs_refusal = engine_refusal(processor.vllm_config)
+    if processor._mixinputs_refusal is not None:
+        return processor._mixinputs_refusal
+    cell = status.cell_of(processor)
+    return None if cell is None else cell.current()
+
+
+def _refuse_if_off(processor: Any, engine_refusal) -> None:
+    reason = engine_refusal_of(processor, engine_refusal)
+    if reason is not None:
+        raise MoIRequestError(f"this engine cannot serve MoI requests: {reason}")
 
 
 def apply(settings: PluginSettings, engine_refusal) -> None:
@@ -145,13 +189,30 @@ def apply(settings: PluginSettings, engine_refusal) -> None:
         # iterates it, inside a response that has already started (HTTP 200). Resolve first.
         def generate(self, prompt, sampling_params, *args, **kwargs):
             processor = getattr(self, "input_processor", None)
+            resolved = None
             if processor is not None and hasattr(sampling_params, "extra_args"):
-                resolve(processor, sampling_params, settings, engine_refusal)
-            return original(self, prompt, sampling_params, *args, **kwargs)
+                resolved = resolve(processor, sampling_params, settings, engine_refusal)
+            stream = original(self, prompt, sampling_params, *args, **kwargs)
+            cell = status.cell_of(processor) if resolved is not None else None
+            if cell is not None and not cell.known:
+                return _after_first_status(stream, cell, processor, engine_refusal)
+            return stream
 
         return generate
 
     wrap_method(AsyncLLM, "generate", make_generate)
+
+
+async def _after_first_status(stream, cell, processor, engine_refusal):
+    """A MoI request that reached a just-built ``AsyncLLM`` before its workers' first status
+    answer waits for it (then a refusal is an error of the stream, not yet a 400)."""
+    try:
+        await cell.wait()
+        _refuse_if_off(processor, engine_refusal)
+        async for item in stream:
+            yield item
+    finally:
+        await stream.aclose()
 
 
 def _tensor_parallel(processor: Any) -> int:
