@@ -5,7 +5,7 @@ spawns the engine core and the workers, and each re-imports this file before loa
 ``MIXINPUTS_TEST_FAULT``: ``register`` (a patch cannot be installed), ``attach`` (the model's
 layout is unknown), ``step`` (the first MoI step raises). ``MIXINPUTS_TEST_ASYNC=1`` drives an
 ``AsyncLLM`` (the server's engine) instead of ``LLM``. Reads JSON on stdin ({"model", "engine",
-"prompts", "moi"}); prints one line "FAULT-RESULT:<json>".
+"prompts", "moi", "standard"}); prints one line "FAULT-RESULT:<json>".
 """
 
 import asyncio
@@ -45,6 +45,14 @@ def _greedy(extra=None, n=12):
     return SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True, extra_args=extra)
 
 
+def _standard(spec):
+    """The standard requests: the no-plugin reference's own (tests/conftest.py)."""
+    from vllm import SamplingParams
+
+    requests = spec["standard"]
+    return [r["prompt"] for r in requests], [SamplingParams(**r["params"]) for r in requests]
+
+
 def run_sync(spec, result):
     from vllm import LLM
 
@@ -54,10 +62,10 @@ def run_sync(spec, result):
     def ids(outputs):
         return [list(o.outputs[0].token_ids) for o in outputs]
 
-    result["standard"] = ids(llm.generate(prompts, [_greedy()] * len(prompts), use_tqdm=False))
+    result["standard"] = ids(llm.generate(*_standard(spec), use_tqdm=False))
     if FAULT == "step":  # in flight when the step fails: it goes on, decoded as a standard one
         result["first_moi"] = ids(llm.generate(prompts[:1], [_greedy(moi)], use_tqdm=False))
-        again = llm.generate(prompts, [_greedy()] * len(prompts), use_tqdm=False)
+        again = llm.generate(*_standard(spec), use_tqdm=False)
         result["standard_after"] = ids(again)
     try:
         llm.generate(prompts[:1], [_greedy(moi)], use_tqdm=False)
@@ -84,7 +92,12 @@ async def run_async(spec, result):
         result["early_moi_error"] = None
     except ValueError as e:
         result["early_moi_error"] = str(e)
-    result["standard"] = [await final(p, _greedy(), f"std-{i}") for i, p in enumerate(prompts)]
+    prompts_std, params_std = _standard(spec)
+    standard = [
+        final(p, q, f"std-{i}")
+        for i, (p, q) in enumerate(zip(prompts_std, params_std, strict=True))
+    ]
+    result["standard"] = list(await asyncio.gather(*standard))  # one batch, as the reference
     try:  # now the answer is in: refused when called, before any stream exists
         engine.generate(prompts[0], _greedy(moi), "moi-late")
         result["late_moi_error"] = None

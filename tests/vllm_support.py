@@ -26,6 +26,12 @@ PROMPTS = [
     "1, 2, 3, 4,",
     "Question: what is 17 + 25? Answer:",
 ]
+# What standard requests are compared on: PROMPTS greedy and one seeded, as one batch
+# (tests/conftest.py runs it once on vLLM without the plugin).
+REFERENCE_REQUESTS = [
+    *({"prompt": p, "params": {"max_tokens": 24, "temperature": 0.0}} for p in PROMPTS),
+    {"prompt": PROMPTS[1], "params": {"max_tokens": 24, "temperature": 0.8, "seed": 7}},
+]
 ENGINE_DEFAULTS = {
     # float32 on every CPU: the tests compare fed mixtures and tokens with the float32 reference
     # (bf16, where a CPU has it, rounds ties differently in the fused and reference steps).
