@@ -7,7 +7,7 @@ registered so vLLM's check passes). That is slow (about a second a step), so eve
 its own process, started from this file (``python tests/test_vllm_v2.py``), and the test process
 stays free of the interpreter. One engine for the module, plus two short reference runs before it:
 vLLM V2 without the plugin (``VLLM_PLUGINS`` naming none), and the preemption batch on a cache
-large enough that nothing is preempted.
+large enough that nothing is preempted (side by side on a CPU).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -196,17 +197,37 @@ def logs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def no_plugin(logs):
-    """The standard batches on vLLM V2 without the plugin."""
-    runs = [STANDARD_RUN, SEEDED_RUN]
-    return run_once({"VLLM_PLUGINS": "none-at-all"}, ENGINE, runs, logs / "no-plugin.log")
+def references(logs):
+    """The two reference runs: the standard batches on vLLM V2 without the plugin, and the
+    preemption batch with the plugin on a cache where nothing is preempted. On a CPU with two
+    cores they run side by side, each engine's one OpenMP thread bound to a core of its own
+    (vLLM's automatic binding would put both on the same core; one thread, as that binding
+    gives the module's engine, keeps the arithmetic the same); on a GPU one after the other
+    (vLLM's memory profile fails when another process frees GPU memory meanwhile)."""
+    roomy = {**ENGINE, "num_gpu_blocks_override": 64}
+    runs = [
+        ({"VLLM_PLUGINS": "none-at-all"}, ENGINE, [STANDARD_RUN, SEEDED_RUN], "no-plugin.log"),
+        ({}, roomy, [preempt_batch()], "uninterrupted.log"),
+    ]
+    cores = sorted(os.sched_getaffinity(0))
+    workers = 1 if torch.cuda.is_available() or len(cores) < 2 else 2
+    if workers == 2:
+        for (env, *_), core in zip(runs, cores, strict=False):
+            env["VLLM_CPU_OMP_THREADS_BIND"] = str(core)
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(run_once, env, e, r, logs / log) for env, e, r, log in runs]
+        no_plugin, uninterrupted = (f.result() for f in futures)
+    return {"no_plugin": no_plugin, "uninterrupted": uninterrupted[0]}
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(logs, no_plugin):
-    """The preemption batch with the plugin on a cache where nothing is preempted."""
-    roomy = {**ENGINE, "num_gpu_blocks_override": 64}
-    return run_once({}, roomy, [preempt_batch()], logs / "uninterrupted.log")[0]
+def no_plugin(references):
+    return references["no_plugin"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(references):
+    return references["uninterrupted"]
 
 
 @pytest.fixture(scope="module")
