@@ -6,10 +6,15 @@
 #
 #   bash benchmarks/gpu/verify.sh [--stages 1,2,3,4] [--budget SECONDS]
 #   1  tests/test_gpu.py (fused step = reference, batch-invariant, CUDA graph capture, no host
-#      sync); benchmarks/mixing_step.py at M = 1, 64, 256 on the Qwen2.5-7B and QwQ-32B shapes
-#   2  the engine tests on Model Runner V2, CUDA graphs (vLLM's default mode) and async scheduling
-#   3  mixinputs bench, Qwen2.5-7B shape, V2: batch 64 and 256, 256 tokens, 3 rounds interleaved
-#   4  what time is left: the stage-2 tests on V1, then the QwQ-32B shape at batch 64
+#      sync, the worst-case profile against CUDA's allocator); benchmarks/mixing_step.py at
+#      M = 1, 64, 256 on the Qwen2.5-7B and QwQ-32B shapes
+#   2  the engine tests on the runner vLLM picks (Model Runner V2 on CUDA), CUDA graphs (vLLM's
+#      default mode) and async scheduling
+#   3  mixinputs bench, Qwen2.5-7B shape: batch 64 and 256, 256 tokens, 3 rounds interleaved
+#   4  what time is left: preemption, every method and the fault injection on the same runner,
+#      then the QwQ-32B shape at batch 64
+#
+# No runner variable is set anywhere: MoI runs on the runner vLLM picks, as for a user.
 #
 # VERIFY_DRY_RUN=1 runs the same commands on a CPU machine: the project's .venv (CPU vLLM) for
 # Python, the kit unpacked in $MIXINPUTS_KIT for the model files, a tiny config for the bench,
@@ -49,14 +54,12 @@ if [ "$dry" = 1 ]; then
   bench_7b=(--batch-sizes 2,4 --max-tokens 8 --dtype float32 --vanilla sequential)
   bench_32b=(--batch-sizes 2 --max-tokens 8 --dtype float32)
   mixing=(--device cpu --batches 1,4 --shapes 4096x128 --repeats 2)
-  # vLLM's CPU V2 runner needs a Triton CPU backend, which only test_vllm_v2.py stands in for
-  # (Triton's interpreter, in its own engine processes): everything else runs V1 here.
-  v2=0
+  # vLLM picks V1 on this CPU (no Triton CPU backend); test_vllm_v2.py stands one in (Triton's
+  # interpreter, in its own engine processes) and asks for V2 itself.
   export PYTHONPATH=$PWD # the tests' engine processes import tests.*
 else
   scale=1
   PY=python3
-  v2=1
   eval "$(python3 benchmarks/gpu/kit.py env)"
   if [ ! -f "$kit/READY" ] && [ "$stages" != 1 ]; then
     # A piece is missing (a cold machine lost the first call's): stage 1 needs only the image.
@@ -131,20 +134,20 @@ main() {
       "$PY" benchmarks/gpu/random_model.py "$kit/model/smollm2-135m" "$MIXINPUTS_TEST_MODEL"
   fi
   if wants 2; then
-    VLLM_USE_V2_MODEL_RUNNER=$v2 run_stage 2 v2-engine 240 90 150 stage2.log \
+    run_stage 2 engine 240 90 150 stage2.log \
       "$PY" -m pytest "${pytest_args[@]}" --junitxml="$work/junit-2.xml" --basetemp="$work/tmp-2" \
       tests/test_vllm_v2.py tests/test_vllm_engine.py "${deselect[@]}"
   fi
   if wants 3; then
-    VLLM_USE_V2_MODEL_RUNNER=$v2 run_stage 3 bench-7b 210 120 0 stage3.log \
+    run_stage 3 bench-7b 210 120 0 stage3.log \
       "$PY" -m mixinputs bench --backend vllm --model "$shape_7b" "${bench_7b[@]}" --rounds 3 \
       --engine-args "$bench_engine" --json "$out/bench-7b.json"
   fi
   if wants 4; then
-    VLLM_USE_V2_MODEL_RUNNER=0 run_stage 4 v1-engine 150 60 0 stage4.log \
+    run_stage 4 more-engine 150 60 0 stage4.log \
       "$PY" -m pytest "${pytest_args[@]}" --junitxml="$work/junit-4.xml" --basetemp="$work/tmp-4" \
-      tests/test_vllm_engine.py tests/test_vllm_preemption.py tests/test_vllm_methods.py "${deselect[@]}"
-    VLLM_USE_V2_MODEL_RUNNER=$v2 run_stage 4 bench-32b 240 150 0 stage4.log \
+      tests/test_vllm_preemption.py tests/test_vllm_methods.py tests/test_vllm_faults.py
+    run_stage 4 bench-32b 240 150 0 stage4.log \
       "$PY" -m mixinputs bench --backend vllm --model "$shape_32b" "${bench_32b[@]}" --rounds 3 \
       --vanilla sequential --engine-args "$bench_engine" --json "$out/bench-32b.json"
   fi

@@ -23,18 +23,26 @@ EVIDENCE = {
     "triton_attention": r"Using (AttentionBackendEnum\.)?TRITON_ATTN backend",
     "async_scheduling": r"Asynchronous scheduling is enabled",
     "model_runner_v2": r"Using V2 Model Runner",
-    "v1_runner_forced": r"mixinputs: using vLLM's V1 model runner",
     "moi_ready": r"mixinputs: MoI ready",
+    "moi_ready_on_v2": r"mixinputs: MoI ready on Model Runner V2",
+    "moi_profiled": r"mixinputs: profiled MoI's worst step",
+    "moi_off": r"mixinputs: MoI is off for this engine",
     "torch_compile": r"torch\.compile took",
 }
-# Tests that failed in the CPU rehearsal on the same random-weight model (2026-12-01): they need a
-# trained model's behaviour (methods that pick different tokens, a new token within 12 greedy
-# steps, SwiReasoning's entropy switches away from near-ties), so a failure here says nothing
-# about the GPU. verify.json marks them.
+# Tests that failed in the CPU rehearsals on the same random-weight model (2026-12-01, 2026-12-07):
+# they need a trained model's behaviour (methods that pick different tokens, a new token within a
+# few greedy steps, SwiReasoning's entropy switches away from near-ties, Cold Stop's real
+# threshold firing on low-entropy steps), so a failure here says nothing about the GPU; each
+# passes on the embedded model in the CPU suite. verify.json marks them.
 KNOWN_ON_RANDOM_WEIGHTS = {
     "test_each_method_is_the_same_alone_and_in_a_batch_of_all",
     "test_thinking_region_ends_at_the_think_end_token",
     "test_the_engine_feeds_what_the_authors_rule_feeds[swir]",  # failed in one of two runs
+    # Every row matched the release's transcription token for token; what failed is the last
+    # check (Cold Stop's real threshold fired in 2 rows: once here) and, greedy, the search for a
+    # new token after the 4th (the random model repeats one).
+    "test_soft_thinking_follows_its_release[seeded]",
+    "test_soft_thinking_follows_its_release[greedy]",
 }
 LOG_LIMIT = 15 << 20  # a file that comes back from the device machine is at most 16 MiB
 
