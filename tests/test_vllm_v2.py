@@ -199,21 +199,19 @@ def logs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def references(logs):
     """The two reference runs: the standard batches on vLLM V2 without the plugin, and the
-    preemption batch with the plugin on a cache where nothing is preempted. On a CPU with two
-    cores they run side by side, each engine's one OpenMP thread bound to a core of its own
-    (vLLM's automatic binding would put both on the same core; one thread, as that binding
-    gives the module's engine, keeps the arithmetic the same); on a GPU one after the other
-    (vLLM's memory profile fails when another process frees GPU memory meanwhile)."""
+    preemption batch with the plugin on a cache where nothing is preempted; side by side where
+    ``vllm_support.core_beside`` gives the second a core of its own (one after the other on a
+    GPU or a single core)."""
+    from tests.vllm_support import core_beside
+
     roomy = {**ENGINE, "num_gpu_blocks_override": 64}
+    beside = core_beside()
     runs = [
         ({"VLLM_PLUGINS": "none-at-all"}, ENGINE, [STANDARD_RUN, SEEDED_RUN], "no-plugin.log"),
-        ({}, roomy, [preempt_batch()], "uninterrupted.log"),
-    ]
-    cores = sorted(os.sched_getaffinity(0))
-    workers = 1 if torch.cuda.is_available() or len(cores) < 2 else 2
-    if workers == 2:
-        for (env, *_), core in zip(runs, cores, strict=False):
-            env["VLLM_CPU_OMP_THREADS_BIND"] = str(core)
+        ({"VLLM_CPU_OMP_THREADS_BIND": beside} if beside else {}, roomy, [preempt_batch()],
+         "uninterrupted.log"),
+    ]  # fmt: skip
+    workers = 2 if beside else 1
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(run_once, env, e, r, logs / log) for env, e, r, log in runs]
         no_plugin, uninterrupted = (f.result() for f in futures)
