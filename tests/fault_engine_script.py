@@ -1,4 +1,4 @@
-"""An engine with one of the plugin's parts made to raise, for tests/test_vllm_faults.py.
+"""An engine with one of the plugin's parts made to raise, for tests/engine/test_vllm_faults.py.
 
 The fault is injected at the top level, so that it is in every process of the engine: vLLM
 spawns the engine core and the workers, and each re-imports this file before loading plugins.

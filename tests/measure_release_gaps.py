@@ -6,7 +6,7 @@ Run: ``python tests/measure_release_gaps.py`` (about a minute on two CPU cores).
 continuations of a few prompts with transformers (SmolLM2-135M, float32, T 0.6, top-k 30, top-p
 0.95: Soft Thinking's released settings), keeps every step's raw logits, and prints one JSON
 object. Nothing here is a test; the reference rules it measures against are in
-``tests/reference_methods.py``.
+``tests/reference/``.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mixinputs.config import MoIConfig
+from mixinputs.methods.noise import noisy_scores
 from mixinputs.mixing import (
     candidate_entropy,
     kept_dirichlet,
     mask_top_k_top_p,
     method_rows,
-    noisy_scores,
 )
 
 PROMPTS = [

@@ -10,15 +10,17 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from mixinputs.bench.child_engine import ChildEngine
 
 # Callables sent to the workers with `collective_rpc` are pickled: allowed in tests only.
 os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
 KV_CACHE_BYTES = 512 << 20
 # The engine modules' four prompts (of different lengths, one a counting pattern).
 PROMPTS = [
@@ -171,6 +173,15 @@ def embedding_weight(llm):
 
 
 # -- engines in another process (other environment: no plugin, MIXINPUTS_BETA, ...) -------------
+def child_engine(engine: dict, env: dict[str, str] | None = None, **options) -> ChildEngine:
+    """vLLM with ``engine`` (its arguments, the model added) in a process of its own, with this
+    process's environment plus ``env``, run from the repository root (so that it can call
+    functions of ``tests``); ``options``: ``ChildEngine``'s (``log``, ``setup``, ``name``)."""
+    return ChildEngine(
+        {"model": model_path(), **engine}, {**os.environ, **(env or {})}, cwd=ROOT, **options
+    )
+
+
 def run_engine_subprocess(
     requests: list[dict],
     env: dict[str, str],
@@ -178,36 +189,28 @@ def run_engine_subprocess(
     timeout: int = 600,
     info: dict | None = None,
 ) -> list[dict]:
-    """Start an engine in a fresh process with ``env``; run ``requests`` as one batch.
+    """Start an engine (``ENGINE_DEFAULTS`` and ``engine``) in a fresh process with ``env``; run
+    ``requests`` as one batch; ``mixinputs.bench.child_engine.generate``'s answer.
 
     ``info``, when given, is filled with what the worker reports ({"moi", "fused"})."""
-    spec = {
-        "model": model_path(),
-        "engine": {**ENGINE_DEFAULTS, **(engine or {})},
-        "requests": requests,
-    }
-    full_env = {**os.environ, **env}
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "engine_script.py")],
-        input=json.dumps(spec),
-        text=True,
-        capture_output=True,
-        env=full_env,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        causes = [x for x in proc.stderr.splitlines() if "Error" in x or "error" in x][:20]
-        raise AssertionError(
-            "engine subprocess failed:\n" + "\n".join(causes) + f"\n...\n{proc.stderr[-3000:]}"
-        )
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("ENGINE-RESULT:")]
-    if not lines:
-        raise AssertionError(f"engine subprocess printed no result:\n{proc.stdout[-4000:]}")
-    if info is not None:
-        for line in proc.stdout.splitlines():
-            if line.startswith("ENGINE-INFO:"):
-                info.update(json.loads(line.removeprefix("ENGINE-INFO:")))
-    return json.loads(lines[-1].removeprefix("ENGINE-RESULT:"))
+    with child_engine({**ENGINE_DEFAULTS, **(engine or {})}, env) as child:
+        out = child.generate(requests, timeout=timeout)
+        if info is not None:
+            info.update(child.call("tests.vllm_support:moi_info"))
+    return out
+
+
+def moi_info(llm) -> dict:
+    """(In a child engine.) Whether its worker runs MoI, and with the fused step."""
+    try:
+        return worker(llm, _moi_info)
+    except Exception as e:  # no plugin, or callables not allowed over RPC
+        return {"error": repr(e)}
+
+
+def _moi_info(worker) -> dict:
+    state = _state(worker)
+    return {"moi": state is not None, "fused": state is not None and state.step.fused}
 
 
 def core_beside() -> str | None:
@@ -228,22 +231,19 @@ class EngineBeside:
     :meth:`result` instead where :func:`core_beside` says engines should not run side by side."""
 
     def __init__(self, requests: list[dict], env: dict[str, str], engine: dict | None = None):
+        self._run = requests, env, engine
+        self._child = None
         core = core_beside()
-        self._run = lambda: run_engine_subprocess(
-            requests, {**env, **({"VLLM_CPU_OMP_THREADS_BIND": core} if core else {})}, engine
-        )
-        self._future = None
         if core is not None:
-            self._pool = ThreadPoolExecutor(1)
-            self._future = self._pool.submit(self._run)
+            engine = {**ENGINE_DEFAULTS, **(engine or {})}
+            self._child = child_engine(engine, {**env, "VLLM_CPU_OMP_THREADS_BIND": core})
+            self._child.send("generate", requests=requests)  # answered while this one goes on
 
     def result(self) -> list[dict]:
-        if self._future is None:
-            return self._run()
-        try:
-            return self._future.result()
-        finally:
-            self._pool.shutdown()
+        if self._child is None:
+            return run_engine_subprocess(*self._run)
+        with self._child:
+            return self._child.answer(timeout=600)
 
 
 # -- the OpenAI-compatible server -------------------------------------------------------------
@@ -253,15 +253,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def openai_server(log_path: Path, *extra_args: str, timeout: float = 400, model: str | None = None):
-    """Start vLLM's OpenAI server on a free loopback port, as the README says (``vllm serve``,
-    the console script of this environment), on ``model`` (default: the embedded model) served
-    as "smol"; yield an ``openai.OpenAI`` client."""
-    import openai
-
-    port = free_port()
-    cmd = [
+def server_command(port: int, *extra_args: str, model: str | None = None) -> list[str]:
+    """The ``vllm serve`` command line of :func:`openai_server` (the console script of this
+    environment): ``model`` (default: the embedded model) served as "smol" on ``port``."""
+    return [
         str(Path(sys.executable).parent / "vllm"),
         "serve",
         model or model_path(),
@@ -283,6 +278,18 @@ def openai_server(log_path: Path, *extra_args: str, timeout: float = 400, model:
         *shlex.split(os.environ.get("MIXINPUTS_TEST_SERVER_ARGS", "")),
         *extra_args,
     ]
+
+
+@contextlib.contextmanager
+def openai_server(log_path: Path, *extra_args: str, timeout: float = 400, model: str | None = None):
+    """Start vLLM's OpenAI server on a free loopback port, as the README says (``vllm serve``:
+    :func:`server_command`); yield an ``openai.OpenAI`` client. (The plugin's server with the
+    defaults is shared by the modules that only send it requests: ``plugin_server`` in
+    tests/conftest.py.)"""
+    import openai
+
+    port = free_port()
+    cmd = server_command(port, *extra_args, model=model)
     with open(log_path, "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
     api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
@@ -315,12 +322,12 @@ def check_step_record(rec: dict, weight, width: int = 20, rtol: float = 2**-7) -
     import torch
 
     from mixinputs import mix_embeddings
-    from mixinputs.mixing import MethodRows, RegionState, mix_step
+    from mixinputs.mixing import CarriedState, MethodRows, mix_step
 
     mixed = rec["mixed"].float()
     if rec.get("methods") is not None:
         rows = MethodRows(*rec["methods"])
-        state = RegionState(*rec["state"])
+        state = CarriedState(*rec["state"])
         expected, step, _ = mix_step(
             rec["prior"], rec["sampled"], weight, rows, state, width, rec["top_k"],
             rec.get("plain_mask"),

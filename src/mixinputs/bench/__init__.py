@@ -26,10 +26,11 @@ A model folder with a config but no weights runs with ``load_format="dummy"``; o
 tokenizer runs with ``skip_tokenizer_init=True`` and token-id prompts. On CPU both engines size
 their KV cache in bytes (``engine_args``), so neither depends on how much memory is free.
 
-The modules: ``engine_process`` (the child engine and its protocol; ``python -m mixinputs.bench``
-runs the child), ``engine_args``, ``arms``, ``rounds`` (the schedule), ``spread`` (intervals and
-verdicts), ``result``, ``run`` (vLLM), ``hf_run`` (transformers), ``report``. Importing this
-package needs neither vLLM nor transformers.
+The modules: ``child_engine`` (a vLLM engine in a child process and its one-JSON-line protocol,
+shared with the tests), ``engine_process`` (the bench's engine on it; ``python -m
+mixinputs.bench`` runs the child), ``engine_args``, ``arms``, ``rounds`` (the schedule),
+``spread`` (intervals and verdicts), ``result``, ``run`` (vLLM), ``hf_run`` (transformers),
+``report``. Importing this package needs neither vLLM nor transformers.
 """
 
 from mixinputs.bench.arms import bench_methods, never_emitted_token_id

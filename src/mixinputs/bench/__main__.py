@@ -1,5 +1,5 @@
-"""``python -m mixinputs.bench``: one bench engine process (the child side of the protocol in
-``mixinputs.bench.engine_process``); the bench itself is ``mixinputs bench``."""
+"""``python -m mixinputs.bench``: one bench engine process (the child side of
+``mixinputs.bench.child_engine``'s protocol); the bench itself is ``mixinputs bench``."""
 
 from mixinputs.bench.engine_process import serve_engine
 

@@ -7,20 +7,24 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from mixinputs.config import DEFAULT_THINK_END, MoIConfig
+from mixinputs.config import DEFAULT_MODE, DEFAULT_THINK_END, MoIConfig
+from mixinputs.methods import everything
+
+_SEQUENCES = tuple(name for m in everything() for name in m.sequences)
 
 
 def bench_methods(specs: list[str], beta: float, model: str | None) -> dict[str, MoIConfig]:
     """The mixing arms by label (``eval.methods``); standard decoding is always an arm anyway.
 
-    A moi-mode method that does not set ``beta`` itself takes ``beta`` (``--beta``). A thinking
-    region whose think-end token is left at the default text gets an explicit token id instead:
+    A method of the default mode (MoI) that does not set ``beta`` itself takes ``beta``
+    (``--beta``). A thinking region whose think-end token is left at the default text gets an
+    explicit token id instead:
     the model's last vocabulary id (``config.json``'s ``vocab_size`` - 1). That id exists in
     every model's vocabulary, so the engine accepts it on a model without ``</think>`` (the
     embedded SmolLM2), and greedy decoding of the bench prompt practically never emits it, so the
     region stays open for the whole run: the cost of mixing while a reasoning model thinks.
-    SwiReasoning's other tokens (``<think>``, its line break, its convergence token) get the same
-    id unless the spec names them.
+    Every other token a method resolves (SwiReasoning's ``<think>``, its line break, its
+    convergence words left to the model family) gets the same id unless the spec names it.
 
     >>> list(bench_methods(["moi", "soft+gumbel", "moi:beta=4"], 2.0, None))
     ['moi', 'soft+gumbel', 'moi(beta=4)']
@@ -32,15 +36,17 @@ def bench_methods(specs: list[str], beta: float, model: str | None) -> dict[str,
         config, explicit = parse_method_options(spec)
         if config is None:
             continue  # standard decoding is always an arm
-        if config.mode == "moi" and "beta" not in explicit:
+        if config.mode == DEFAULT_MODE and "beta" not in explicit:
             config = replace(config, beta=beta)
         name = method_label(config, beta="beta" in explicit)
-        if config.needs_think_end and "think_end" not in explicit and model:
-            config = replace(config, think_end=never_emitted_token_id(model))
-        if config.mode == "swir" and model:  # its other tokens too (SmolLM2 has no <think>)
+        if model:  # every token its method resolves, unless named (SmolLM2 has no <think>)
             never = never_emitted_token_id(model)
-            defaults = {"think_start": never, "swir_linebreak": never, "swir_convergence": (never,)}
-            config = replace(config, **{k: v for k, v in defaults.items() if k not in explicit})
+            tokens = {
+                field: (never,) if field in _SEQUENCES else never
+                for field, value in config.tokens_to_resolve.items()
+                if field not in explicit and (field not in _SEQUENCES or value is None)
+            }
+            config = replace(config, **tokens)
         if config not in arms.values():  # moi:beta=2 with --beta 2 is the moi arm again
             arms.setdefault(name, config)
     if not arms:

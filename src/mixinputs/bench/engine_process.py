@@ -1,16 +1,16 @@
-"""One vLLM engine in a child process, driven by the bench one command at a time.
+"""One bench engine in a child process (``child_engine``), driven one command at a time.
 
 Each engine lives in its own process with its own environment, so the vanilla engine (no plugin:
-``VLLM_PLUGINS`` names none) and the plugin engine can be up together. The protocol is one JSON
-object a line: the parent writes commands on the child's stdin, the child answers on stdout
-behind :data:`REPLY` (vLLM logs to stdout too, so every other line is log):
+``VLLM_PLUGINS`` names none) and the plugin engine can be up together. :class:`EngineProcess`
+starts one through :class:`~mixinputs.bench.child_engine.ChildEngine` (the harness the tests'
+child engines use too) and asks it, through ``call``, for what the bench needs, each run in the
+child by a function here:
 
-- ``{"engine": {...}}`` first: start the engine with these arguments -> ``{"ready": true,
-  "runner", "dtype", "plugins"}``;
-- ``{"run": {"batch", "max_tokens", "extra"}}``: generate ``max_tokens`` tokens for ``batch``
-  prompts -> ``{"seconds", "decode_seconds", "tokens", "decode_tokens"}``;
-- ``{"memory": true}`` -> ``{"memory": <the plugin's memory() dict, or null>}``;
-- ``{"quit": true}``.
+- the start -> :func:`engine_facts` (``{"runner", "dtype", "plugins"}``);
+- :meth:`EngineProcess.run`: generate ``max_tokens`` tokens for ``batch`` prompts ->
+  :func:`timed_run`'s ``{"seconds", "decode_seconds", "tokens", "decode_tokens"}``;
+- :meth:`EngineProcess.ask` ``({"memory": True})`` -> :func:`memory` (the plugin's
+  ``memory()`` dict in ``"memory"``, or null).
 
 A run is timed twice: the whole call, and its decode part alone (from the step in which the
 last request got its first token to the end). Prefill and the per-call bookkeeping are the same
@@ -18,26 +18,24 @@ for every arm and MoI does not touch them, so only the decode part measures what
 on 2 CPU cores a batch-64 prefill takes as long as 15 decode steps, and short rounds would
 otherwise dilute every ratio towards 1.
 
-``python -m mixinputs.bench`` runs :func:`serve_engine` (the child's side).
+``python -m mixinputs.bench`` runs :func:`serve_engine` (``child_engine.serve``: the child's side).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import queue
-import subprocess
-import sys
-import threading
 import time
+
+from mixinputs.bench.child_engine import ChildEngine
+from mixinputs.bench.child_engine import serve as serve_engine  # noqa: F401 (python -m mixinputs.bench)
 
 # Short prompts (8 tokens with the version suffix on SmolLM2): prefill is not what the bench
 # measures, and on 2 CPU cores every prompt token costs as much compute as a generated one.
 PROMPT = "Story {i}: the lighthouse keeper"  # request i's prompt; distinct, so none share KV
 PROMPT_TOKENS = 8  # token-id prompts (no tokenizer): this many ids each
-REPLY = "BENCH-REPLY:"  # the engine processes' answers on stdout (vLLM logs there too)
-LOG_LINES = 200  # the child's log lines kept for an error message
+# The child's request ids, unique for the engine's life (the bench runs many batches on it).
+_REQUEST_IDS = (f"bench-{i}" for i in itertools.count())
 
 
 def prompts(batch: int, token_ids: bool) -> list:
@@ -87,51 +85,34 @@ def timed_generate(engine, batch_prompts: list, params, ids) -> dict:
     }
 
 
-def serve_engine() -> None:
-    """The engine process (the child): reads one JSON command a line on stdin, answers on
-    stdout (see the module docstring)."""
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # the memory probe
-
-    def reply(obj) -> None:
-        sys.stdout.write(REPLY + json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-    spec = json.loads(sys.stdin.readline())
-    from vllm import LLM, SamplingParams
+def timed_run(llm, batch: int, max_tokens: int, extra: dict | None, token_ids: bool) -> dict:
+    """In the child: ``batch`` greedy requests of exactly ``max_tokens`` tokens each (``extra``:
+    a method's request keys; standard: mode off), timed by :func:`timed_generate`."""
+    from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    engine = spec["engine"]
-    llm = LLM(**engine)
-    token_ids = bool(engine.get("skip_tokenizer_init"))
-    ids = (f"bench-{i}" for i in itertools.count())
-    reply({"ready": True, **_engine_facts(llm)})
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        if "run" in cmd:
-            run = cmd["run"]
-            params = SamplingParams(
-                max_tokens=run["max_tokens"],
-                temperature=0.0,
-                ignore_eos=True,
-                detokenize=not token_ids,
-                output_kind=RequestOutputKind.DELTA,
-                extra_args=run.get("extra"),  # a method's request keys; standard: mode off
-            )
-            batch_prompts = prompts(run["batch"], token_ids)
-            reply(timed_generate(llm.llm_engine, batch_prompts, params, ids))
-        elif "memory" in cmd:
-            try:
-                reply({"memory": llm.collective_rpc(plugin_memory)[0]})
-            except Exception as e:  # the run's figures stand without it; say why it is missing
-                reply({"memory": None, "error": repr(e)})
-        else:
-            break
-    core = getattr(llm.llm_engine, "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=0.0,
+        ignore_eos=True,
+        detokenize=not token_ids,
+        output_kind=RequestOutputKind.DELTA,
+        extra_args=extra,
+    )
+    return timed_generate(llm.llm_engine, prompts(batch, token_ids), params, _REQUEST_IDS)
 
 
-def _engine_facts(llm) -> dict:
+def memory(llm) -> dict:
+    """In the child: ``{"memory": <plugin_memory's answer from the worker>}``; None, with the
+    error, where the worker cannot be asked (the run's figures stand without it)."""
+    try:
+        return {"memory": llm.collective_rpc(plugin_memory)[0]}
+    except Exception as e:
+        return {"memory": None, "error": repr(e)}
+
+
+def engine_facts(llm) -> dict:
+    """In the child, once it started: which runner vLLM picked, the dtype, the plugins named."""
     from mixinputs.vllm_plugin.attach import uses_v2_runner  # vLLM's own choice, any release
 
     config = llm.llm_engine.vllm_config
@@ -160,7 +141,7 @@ def plugin_memory(worker) -> dict | None:
 
 
 class EngineProcess:
-    """An engine in a child process (its own environment), driven one command at a time.
+    """A bench engine in a child process (its own environment), driven one command at a time.
 
     >>> p = EngineProcess("plugin", {"model": "..."}, dict(os.environ))  # doctest: +SKIP
     >>> p.wait()["runner"], p.run(8, 32)["decode_seconds"]              # doctest: +SKIP
@@ -169,61 +150,34 @@ class EngineProcess:
 
     def __init__(self, name: str, engine: dict, env: dict[str, str]):
         self.name = name
-        self.log: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mixinputs.bench"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.replies: queue.Queue = queue.Queue()
-        threading.Thread(target=self._drain, daemon=True).start()
-        self._send({"engine": engine})
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith(REPLY):
-                self.replies.put(json.loads(line[len(REPLY) :]))
-            else:
-                self.log.append(line.rstrip())
-                del self.log[:-LOG_LINES]
-        self.replies.put(None)  # the process ended
-
-    def _send(self, obj) -> None:
-        self.proc.stdin.write(json.dumps(obj) + "\n")
-        self.proc.stdin.flush()
+        self.token_ids = bool(engine.get("skip_tokenizer_init"))  # no tokenizer: id prompts
+        env = {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1", **env}  # the memory probe's callable
+        self.child = ChildEngine(engine, env, name=name, facts=f"{__name__}:engine_facts")
 
     def wait(self, timeout: float = 1800) -> dict:
-        """The child's next answer; a clear error with its last log lines if it died."""
-        try:
-            answer = self.replies.get(timeout=timeout)
-        except queue.Empty:
-            answer = None
-        if answer is None:
-            tail = "\n".join(self.log[-40:])
-            raise RuntimeError(f"the {self.name} engine process gave no answer:\n{tail}")
-        return answer
+        """The engine's facts once it has started; a clear error with its log if it did not."""
+        return self.child.ready(timeout)
 
     def run(self, batch: int, max_tokens: int, extra: dict | None = None) -> dict:
         """One timed batch: every request generates exactly ``max_tokens`` tokens."""
-        self._send({"run": {"batch": batch, "max_tokens": max_tokens, "extra": extra}})
-        answer = self.wait()
+        answer = self.child.call(
+            f"{__name__}:timed_run",
+            batch=batch,
+            max_tokens=max_tokens,
+            extra=extra,
+            token_ids=self.token_ids,
+        )
         if answer["tokens"] != batch * max_tokens:
             raise RuntimeError(
                 f"{self.name}: {answer['tokens']} tokens made, {batch * max_tokens} expected"
             )
         return answer
 
-    def ask(self, obj) -> dict:
-        self._send(obj)
-        return self.wait()
+    def ask(self, obj: dict) -> dict:
+        """``{"memory": True}`` -> :func:`memory`'s answer."""
+        if set(obj) != {"memory"}:
+            raise ValueError(f"unknown question {obj!r}")
+        return self.child.call(f"{__name__}:memory")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self._send({"quit": True})
-                self.proc.wait(timeout=120)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
+        self.child.close()

@@ -6,13 +6,12 @@ Grammar (one method; the command line takes a comma-separated list)::
     MODE[+NOISE][@REGION][:key=value]...      options after colons (no shell quoting needed)
     MODE[+NOISE][@REGION](key=value, ...)     the same, as labels print it (quote it in a shell)
 
-    MODE    moi | direct | soft | swir | selar | multiplex
+    MODE    a mode of the registry (``mixinputs.methods.MODES``)
     NOISE   dirichlet | gumbel
-    REGION  all | thinking (the mode's default: all; multiplex: thinking)
+    REGION  all | thinking (the mode's default: its ``Method.regions[0]``)
     key     a MoIConfig field, i.e. a request key without ``mixinputs_``: beta, top_k, prior,
-            think_end, cold_stop_entropy, cold_stop_steps, noise_temperature, and each
-            family method's own (swir_window, selar_threshold, multiplex_width, ...);
-            ``k`` is the mode's K (multiplex: multiplex_width, else top_k)
+            think_end, and each method's own (``methods.key_table``); ``k`` is the mode's K
+            (its ``Method.width_key``, else top_k)
 
 Examples: ``soft``, ``soft+gumbel``, ``moi@thinking``, ``moi:beta=2``,
 ``soft@thinking:cold_stop_entropy=0.01:cold_stop_steps=256``,
@@ -37,28 +36,33 @@ from dataclasses import fields
 
 from mixinputs.config import (
     KEY_MODE,
-    KEY_NOISE,
     KEY_REGION,
     MODES,
-    NOISES,
     REGIONS,
     REQUEST_KEYS,
     MoIConfig,
     MoIConfigError,
     did_you_mean,
 )
+from mixinputs.methods import KEY_NOISE, NOISES, everything, method, spec_examples
 
 _PREFIX = "mixinputs_"
 _IN_THE_NAME = (KEY_MODE, KEY_NOISE, KEY_REGION)  # spelled in the spec's name, not as options
 OPTIONS = tuple(k.removeprefix(_PREFIX) for k in REQUEST_KEYS if k not in _IN_THE_NAME)
 """The option keys a spec may set: the server's request keys (``config.REQUEST_KEYS``) without
 ``mixinputs_``; which of them a method accepts is the server's rule too (``from_request``)."""
-_SEQUENCES = ("swir_convergence", "swir_termination")  # text, or token ids joined by "/"
+_SEQUENCES = tuple(name for m in everything() for name in m.sequences)  # text, or ids a/b/c
 FORMS = (
     "standard | MODE[+NOISE][@REGION][:key=value]... with MODE in " + "|".join(MODES) + ", NOISE "
-    "in dirichlet|gumbel, REGION in all|thinking, key in " + "|".join(OPTIONS) + " (e.g. soft, "
-    "soft+gumbel@thinking, moi:beta=2, soft@thinking:cold_stop_entropy=0.01, swir, "
-    "selar:selar_threshold=0.7, multiplex:multiplex_width=3)"
+    "in "
+    + "|".join(NOISES[1:])
+    + ", REGION in "
+    + "|".join(REGIONS)
+    + ", key in "
+    + "|".join(OPTIONS)
+    + " (e.g. "
+    + ", ".join(spec_examples())
+    + ")"
 )
 
 
@@ -109,8 +113,8 @@ def parse_method_options(spec: str) -> tuple[MoIConfig | None, frozenset[str]]:
     explicit: set[str] = set()
     for option in options:
         key, eq, value = (part.strip() for part in option.partition("="))
-        if key == "k":  # the mode's K: Multiplex's draws, every other mode's top-k
-            key = "multiplex_width" if mode == "multiplex" else "top_k"
+        if key == "k":  # the mode's K: its width setting where it has one, else top-k
+            key = (method(mode).width_key if mode in MODES else None) or "top_k"
         if _PREFIX + key in _IN_THE_NAME:
             raise MethodSpecError(
                 f"bad method {spec!r}: option {option!r}: the {key} goes in the name "

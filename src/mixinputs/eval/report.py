@@ -22,6 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixinputs.config import DEFAULT_MODE as MOI
+from mixinputs.config import DIRECT_MODE as DIRECT
+
 
 @dataclass(frozen=True)
 class Accuracy:
@@ -248,7 +251,7 @@ def _best_per_method(
     best: dict[str, dict[str, Paired]] = {}
     for p in pairs:
         method = configs[(p.task, p.moi_key)]["method"]
-        if method == "moi":
+        if method == MOI:
             continue  # its row is "MoI (best beta)" above
         picks = best.setdefault(method, {})
         if p.task not in picks or p.diff > picks[p.task].diff:
@@ -266,7 +269,7 @@ def _scoring_notes(records: list[dict]) -> list[str]:
 def _best_moi(pairs: list[Paired]) -> dict[str, Paired]:
     best: dict[str, Paired] = {}
     for p in pairs:
-        is_moi = p.moi_key.split("|")[0] == "moi"  # not moi@thinking, moi+gumbel, ...
+        is_moi = p.moi_key.split("|")[0] == MOI  # not moi@thinking, moi+gumbel, ...
         if is_moi and (p.task not in best or p.diff > best[p.task].diff):
             best[p.task] = p
     return best
@@ -274,7 +277,7 @@ def _best_moi(pairs: list[Paired]) -> dict[str, Paired]:
 
 def _config_order(key: str) -> tuple:
     method = key.split("|")[0]
-    return ({"standard": 0, "direct": 1, "moi": 2}.get(method, 3), key)
+    return ({"standard": 0, DIRECT: 1, MOI: 2}.get(method, 3), key)
 
 
 def beta_positions(betas: list[float]) -> dict[float, float]:
@@ -348,7 +351,7 @@ def figure(records: list[dict]):
     for m, ((task, method, t, top_p), points) in enumerate(sorted(series.items())):
         points.sort(key=lambda pa: pa[0])
         nudge = (m - (count - 1) / 2) * min(0.08, 0.6 / max(count, 1))
-        name = "MoI" if method == "moi" else method
+        name = "MoI" if method == MOI else method
         setting = f" T={t:g} top_p={top_p:g}" if len(settings) > 1 else ""
         ax.errorbar(
             [where[b] + nudge for b, _ in points],

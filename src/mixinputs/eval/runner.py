@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mixinputs.backends import Backend, SamplingSettings
-from mixinputs.config import STANDARD_REQUEST, MoIConfig
+from mixinputs.config import DEFAULT_MODE, DIRECT_MODE, STANDARD_REQUEST, MoIConfig
 from mixinputs.eval.methods import (
     method_label,
     parse_method,
@@ -85,16 +85,16 @@ def plan_configs(
     >>> [c.key for c in plan_configs([1.0], [0.6], [0.95], methods=["soft", "moi:beta=2"])]
     ['standard|T=0.6|top_p=0.95', 'soft|T=0.6|top_p=0.95', 'moi|beta=2|T=0.6|top_p=0.95']
     """
-    specs = split_methods(",".join(methods)) if methods is not None else ["moi"]
+    specs = split_methods(",".join(methods)) if methods is not None else [DEFAULT_MODE]
     if direct:
-        specs = ["direct", *specs]
+        specs = [DIRECT_MODE, *specs]
     # (label, beta) per method; parsing every spec first fails before any sample runs.
     planned: list[tuple[str, float | None]] = []
     for spec in specs:
         config, explicit = parse_method_options(spec)
         if config is None:
             continue  # standard decoding always runs
-        if config.mode != "moi":
+        if config.mode != DEFAULT_MODE:
             planned.append((method_label(config), None))
         elif "beta" in explicit:
             planned.append((method_label(config, beta=False), config.beta))

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mixinputs.mixing import STATE_DTYPES, fresh_state
+from mixinputs.core.rows import STATE_DTYPES, fresh_values
 
 _STATE = len(STATE_DTYPES)  # carried-state values recorded per output token
-_FRESH = np.array([t.item() for t in fresh_state(1)], np.float64)
+_FRESH = np.array(fresh_values(), np.float64)
 _RING = 4  # pinned staging buffers in flight before the oldest is waited for
 
 
@@ -67,7 +67,7 @@ class MixtureHistory:
         self.length = max(self.length, j + 1)
 
     def state_after(self, j: int) -> tuple | None:
-        """The carried state (``RegionState`` values) after output token ``j``, or None if not
+        """The carried state (``CarriedState`` values) after output token ``j``, or None if not
         recorded."""
         if j >= self.length:
             return None

@@ -1,20 +1,19 @@
-"""Steps 3 and 4 of the sample hook, shared by both model runners (V1 and Model Runner V2).
+"""Step 5 of the engine step (``step_state``), shared by both model runners: from the prior
+logits and the sampled tokens of the MoI rows to their mixtures, written into each request's slot
+row of ``MixedInputEmbedding``.
 
-From the prior logits and the sampled tokens of the MoI rows to their mixtures, written into
-each request's slot row of ``MixedInputEmbedding``:
-
-3. Candidates ``top-K ∪ {y}`` at the engine's one width K (``MIXINPUTS_MAX_TOP_K``), then, for
+5a. Candidates ``top-K ∪ {y}`` at the engine's one width K (``MIXINPUTS_MAX_TOP_K``), then, for
    sampling-prior rows, the sampler's own top-k / top-p masks, then each row cut to its own K.
    One width for every batch makes a row's result independent of the rest of the batch.
-4. For batches with a soft-input method beyond MoI / direct mixture (soft thinking, a thinking
-   region, Cold Stop, noise, SwiReasoning, SeLaR, Multiplex): ``mixing.apply_methods`` on the
-   candidates, per row. Direct mixture rows weigh the top-K alone (y's slot: -inf).
-5. Weights and the mixture ``Σ w_i E[i]`` (SwiReasoning rows: plus their share of ``p·E``),
-   written into the slots.
+5b. The methods' stages (``core.step.apply_methods``, its steps 1-7) when some row needs more
+   than MoI / direct mixture; otherwise direct mixture rows weigh the top-K alone (y's slot: -inf).
+5c. Weights and the mixture ``Σ w_i E[i]`` (p·E rows: plus their share of ``p·E``), written into
+   the slots, each row once: on the fused path the kernel skips the rows a family method writes
+   (``family_rows``), whose inputs are mixed in PyTorch.
 
-On CUDA (Triton present, a plain unquantized embedding on one rank) this runs as the fused step
-(``mixinputs.fused_step``: a blocked top-K pass over the logits and one mixing kernel that
-writes the slots directly); elsewhere as the PyTorch reference (``mixinputs.mixing``).
+On CUDA (Triton present, a plain unquantized embedding on one rank) 5a and 5c run as the
+fused step (``mixinputs.fused_step``: a blocked top-K pass over the logits and one mixing kernel
+that writes the slots directly); elsewhere as the PyTorch reference (``mixinputs.core``).
 No host sync either way, and no shape that depends on data.
 """
 
@@ -25,21 +24,16 @@ from typing import Any
 
 import torch
 
-from mixinputs.mixing import (
+from mixinputs.core.candidates import (
     Candidates,
-    FamilyInputs,
-    KeptDraws,
-    MethodRows,
-    MethodStep,
-    RegionState,
-    apply_methods,
     candidates_from_logits,
-    dense_inputs,
     drop_sampled,
-    mixture_weights,
     restrict_to_row_k,
     sampling_prior_masks,
 )
+from mixinputs.core.mix import dense_inputs, fused_weight_of, plain_weight_of, weighted_sum
+from mixinputs.core.step import MethodInputs, MethodStep, apply_methods
+from mixinputs.core.weights import mixture_weights
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
 from mixinputs.vllm_plugin.slot_settings import SlotRows
 
@@ -54,6 +48,23 @@ class SamplerMasks:
     wide_lse: torch.Tensor | None = None  # [M]: the normalizer of a top-k wider than K (NaN: -)
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """Everything one mixing step reads, each datum under one name ([M]: the rows that mix)."""
+
+    prior: torch.Tensor  # [M, V] the logits each row mixes from
+    sampled: torch.Tensor  # [M] long
+    slots: torch.Tensor  # [M] long: where each row's mixture goes
+    rows: SlotRows  # their settings and carried state
+    own_k: bool = False  # some row asks less than the width: cut each to its own K
+    masks: SamplerMasks | None = None  # the sampler's top-k / top-p for sampling-prior rows
+    method_step: bool = False  # run the methods' stages (``apply_methods``)
+    inputs: MethodInputs | None = None  # what the methods read beyond the candidates
+    family_rows: torch.Tensor | None = None  # [F] the rows a family method's input replaces
+    dense_rows: torch.Tensor | None = None  # [S] the rows whose input holds p·E
+    dense_at: torch.Tensor | None = None  # [S] where those are among ``family_rows``
+
+
 class MixStep:
     """The mixing step of one engine: its width K, and the fused path when it applies."""
 
@@ -65,10 +76,10 @@ class MixStep:
         self.fused_weight = fused_weight_of(embed.base, device, width_k)
         num_slots = embed.slots.shape[0]
         self.full_k = torch.full((num_slots,), width_k, dtype=torch.long, device=device)
-        # SwiReasoning's p·E needs the plain [V, D] matrix on one rank (None: it cannot run).
+        # p·E needs the plain [V, D] matrix on one rank (None: a method that feeds it cannot run).
         self.dense_weight = plain_weight_of(embed.base, device)
         # p·E runs on a fixed number of rows on CUDA (one kernel choice for every batch) and on
-        # at least 8 on CPU (see mixing.dense_inputs).
+        # at least 8 on CPU (see core.mix.dense_inputs).
         self.dense_min_rows = num_slots if device.type == "cuda" else 8
 
     @property
@@ -76,126 +87,83 @@ class MixStep:
         return self.fused_weight is not None
 
     def mix_into_slots(
-        self,
-        prior: torch.Tensor,
-        sampled: torch.Tensor,
-        row_top_k: torch.Tensor | None,
-        masks: SamplerMasks | None,
-        beta: torch.Tensor,
-        direct: torch.Tensor,
-        slots: torch.Tensor,
-        methods: tuple[MethodRows, RegionState] | None = None,
-        family: FamilyInputs | None = None,
-        dense_rows: torch.Tensor | None = None,
-        kept: KeptDraws | None = None,
+        self, step_inputs: StepInputs
     ) -> tuple[torch.Tensor, torch.Tensor, MethodStep | None]:
-        """Mix ``M`` rows into ``embed.slots[slots]``; returns (ids, weights) [M, K+1] for the
-        replay history, and the methods' step (None without ``methods``).
-
-        ``prior`` [M, V] logits; ``sampled`` [M] long; ``row_top_k`` [M] long or None (every row
-        at the full width); ``beta`` [M] float32; ``direct`` [M] bool; ``slots`` [M] long;
-        ``methods``: the rows' soft-input settings and carried state, when any row needs more
-        than MoI / direct mixture (their beta and direct then replace ``beta`` and ``direct``);
-        ``family``: when some row runs SwiReasoning, SeLaR or Multiplex; ``dense_rows`` [S]: the
-        SwiReasoning rows, whose input includes ``softmax(prior) @ E``; ``kept``: soft
-        thinking's Dirichlet draws over every kept token (``mixing.kept_dirichlet``).
-        """
+        """Mix the rows into ``embed.slots[slots]``; returns (ids, weights) [M, K+1] for the
+        replay history, and the methods' step (None without ``method_step``)."""
+        s = step_inputs
         k = self.width_k
+        row_top_k = s.rows.row_top_k if s.own_k else None
+        # 5a. Candidates, the sampler's masks (they need the uncut columns), each row's own K.
         if self.fused_weight is not None:
             from mixinputs.fused_step import fused_candidates, fused_mix
 
-            cut = row_top_k if row_top_k is not None and masks is None else None
-            cands = fused_candidates(prior, sampled, self._k(cut, sampled), k)
+            cut = row_top_k if row_top_k is not None and s.masks is None else None
+            cands = fused_candidates(s.prior, s.sampled, self._k(cut, s.sampled), k)
         else:
             cut = None
-            cands = candidates_from_logits(prior, sampled, k)
-        if masks is not None:  # the sampler's masks need the uncut columns
+            cands = candidates_from_logits(s.prior, s.sampled, k)
+        if s.masks is not None:
+            m = s.masks
             scores = sampling_prior_masks(
-                cands.scores, prior, masks.sampling, masks.top_k, masks.top_p, masks.wide_lse
+                cands.scores, s.prior, m.sampling, m.top_k, m.top_p, m.wide_lse
             )
             cands = Candidates(cands.ids, scores)
         if row_top_k is not None and cut is None:
             cands = restrict_to_row_k(cands, row_top_k)
+        # 5b. The methods' stages; without them direct mixture weighs the top-K alone (the
+        #    stages do the same).
+        beta, direct = s.rows.methods.beta, s.rows.methods.direct
         step = None
-        if methods is not None:
-            step = apply_methods(cands, *methods, family, kept)
+        if s.method_step:
+            step = apply_methods(cands, s.rows.methods, s.rows.state, s.inputs)
             cands, beta, direct = Candidates(step.ids, step.scores), step.beta, step.direct
-        else:  # direct mixture weighs the top-K alone (apply_methods does the same)
+        else:
             cands = Candidates(cands.ids, drop_sampled(cands.scores, direct))
+        # 5c. Weights and mixtures, each row mixed once.
         out = self.embed.slots
         if self.fused_weight is not None:
+            family = s.family_rows
+            out_rows = s.slots if family is None else s.slots.index_fill(0, family, -1)
             weights, _ = fused_mix(
-                cands.ids, cands.scores, beta, direct, self.fused_weight, out=out, out_rows=slots
+                cands.ids, cands.scores, beta, direct, self.fused_weight, out=out, out_rows=out_rows
             )
             if family is not None:  # the family rows' inputs are their own (PyTorch)
-                own = (methods[0].family > 0)[:, None]
-                weights = torch.where(own, step.weights, weights)
-                mixed = self._mix(step.ids, step.weights, step, family, dense_rows)
-                out.index_copy_(0, slots, torch.where(own, mixed, out.index_select(0, slots)))
+                own_w = step.weights.index_select(0, family)
+                weights = weights.index_copy(0, family, own_w)
+                mixed = self._mix(step.ids.index_select(0, family), own_w, step, s.dense_rows,
+                                  s.dense_at)  # fmt: skip
+                out.index_copy_(0, s.slots.index_select(0, family), mixed)
             return cands.ids, weights, step
         weights = step.weights if step is not None else mixture_weights(cands.scores, beta, direct)
-        mixed = self._mix(cands.ids, weights, step, family, dense_rows)  # [M, D]
-        out.index_copy_(0, slots, mixed)
+        mixed = self._mix(cands.ids, weights, step, s.dense_rows, s.dense_rows)  # [M, D]
+        out.index_copy_(0, s.slots, mixed)
         return cands.ids, weights, step
 
-    def _mix(self, ids, weights, step, family, dense_rows) -> torch.Tensor:
-        """``Σ w_c E[ids_c]`` (+ the SwiReasoning rows' share of ``p·E``) in float32, in the
-        slots' dtype; the rows come from vLLM's own embedding module (scaled, vocab-parallel)."""
-        rows = self.embed.base(ids)  # [M, C, D]
-        mixed = (weights.float().unsqueeze(-1) * rows.float()).sum(dim=1)  # as mix_rows
+    def _mix(self, ids, weights, step, dense_rows, dense_at) -> torch.Tensor:
+        """``Σ w_c E[ids_c]`` over the given rows (+ the p·E rows' share, ``dense_rows`` of the
+        step, at ``dense_at`` of these rows) in float32, in the slots' dtype; the embedding rows
+        come from vLLM's own embedding module (scaled, vocab-parallel)."""
+        rows = self.embed.base(ids)  # [R, C, D]
+        mixed = weighted_sum(weights, rows)
         if dense_rows is None or not dense_rows.numel():
             return mixed.to(self.embed.slots.dtype)
-        # step.probs [S, V] holds just those rows (FamilyInputs.swir_rows is dense_rows).
+        # step.probs [S, V] holds just those rows (MethodInputs.own_rows).
         soft = dense_inputs(step.probs, self.dense_weight, self.dense_min_rows)
-        if dense_rows.shape[0] == mixed.shape[0]:  # every row (ascending, distinct)
-            mixed = mixed + step.dense[:, None] * soft
+        share = step.dense.index_select(0, dense_rows)[:, None] * soft
+        if dense_at.shape[0] == mixed.shape[0]:  # every row (ascending, distinct)
+            mixed = mixed + share
         else:
-            share = step.dense.index_select(0, dense_rows)[:, None] * soft
-            mixed = mixed.index_add(0, dense_rows, share)
+            mixed = mixed.index_add(0, dense_at, share)
         return mixed.to(self.embed.slots.dtype)
 
     def _k(self, row_top_k: torch.Tensor | None, sampled: torch.Tensor) -> torch.Tensor:
         return self.full_k[: sampled.shape[0]] if row_top_k is None else row_top_k
 
 
-def fused_weight_of(base: Any, device: torch.device, max_top_k: int) -> torch.Tensor | None:
-    """The plain [V, D] matrix behind ``base`` when the fused step can mix from it: Triton on
-    this device (CUDA; Triton's interpreter in tests), an unquantized embedding on one rank, and
-    a width the kernels take. Otherwise None: the PyTorch reference calls ``base`` itself."""
-    try:
-        from mixinputs.fused_step import MAX_TOP_K, fused_step_available
-    except ImportError:
-        return None
-    if not fused_step_available(device) or max_top_k > MAX_TOP_K:
-        return None
-    return plain_weight_of(base, device)
-
-
-def plain_weight_of(base: Any, device: torch.device) -> torch.Tensor | None:
-    """The [V, D] matrix behind ``base`` when its rows are what it looks up (unquantized, one
-    rank, no scaling), else None."""
-    quant = getattr(base, "quant_method", None)
-    if quant is not None and type(quant).__name__ != "UnquantizedEmbeddingMethod":
-        return None
-    if getattr(base, "tp_size", 1) != 1:  # vocab-parallel shards: the reference all-reduces
-        return None
-    weight = getattr(base, "weight", None)
-    plain = (
-        isinstance(weight, torch.Tensor)
-        and weight.dim() == 2
-        and weight.is_floating_point()
-        and weight.stride(1) == 1
-        and weight.device == device
-    )
-    if plain:  # the module must look rows up as they are (no scaling, no transform)
-        with torch.no_grad():
-            probe = torch.arange(min(8, weight.shape[0]), device=device)
-            plain = torch.equal(base(probe), weight[probe])
-    return weight if plain else None
-
-
 def force_tokens(output: Any, rows: torch.Tensor, step: MethodStep, raw: torch.Tensor) -> None:
-    """Cold Stop's think-end token, SwiReasoning's injected tokens: write each forced row's
+    """The tokens methods emit in place of the sampled ones (Cold Stop's think-end token and
+    EOS, soft thinking's top-1, SwiReasoning's injections): write each forced row's
     token over its sampled one in the sampler's output (device only), so vLLM emits it and feeds
     it next. When the request asked for log-probs, the emitted token's entry becomes the forced
     token's raw log-prob and rank.
@@ -234,15 +202,16 @@ class StepRecord:
     prior: torch.Tensor  # [M, V] float32
     sampled: torch.Tensor  # [M] the sampler's tokens
     rows: SlotRows  # the rows' settings and carried state before the step
-    method_step: bool  # the step ran mixing.apply_methods
+    method_step: bool  # the step ran the methods' stages (apply_methods)
     emitted: torch.Tensor  # [M] the tokens vLLM emits (Cold Stop's think-end tokens included)
     mixed: torch.Tensor  # [M, D] the mixtures written into the slots
     plain_mask: torch.Tensor | None  # [V] bool: the math-symbol tokens (family steps)
 
     @classmethod
-    def of(cls, req_ids, js, prior, sampled, rows, step, embed, slots, family) -> StepRecord:
+    def of(cls, req_ids, js, prior, sampled, rows, step, embed, slots, inputs) -> StepRecord:
         """Host copies of one step (a host sync: observers are for tests and debugging).
-        ``prior``: the family's full distributions where the step had any (``FamilyInputs``)."""
+        ``prior``: the family's full distributions where the step had any (``MethodInputs``)."""
+        family = inputs if inputs is not None and inputs.prior is not None else None
         if family is not None:
             prior = family.prior
         plain = None if family is None or family.plain_mask is None else _host(family.plain_mask)

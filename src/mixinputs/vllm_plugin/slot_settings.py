@@ -1,7 +1,7 @@
 """Each running MoI request's settings and carried state, on the device, one row per slot.
 
 Both model runners keep a running MoI request in a slot (V2: vLLM's own request slot; V1: a row
-the worker assigns). A request's settings (``mixing.row_settings``) are written once, when it
+the worker assigns). A request's settings (``core.rows.row_settings``) are written once, when it
 takes its slot; each step then gathers its rows by slot with two ``index_select`` calls, however
 many methods the batch mixes, and writes the state it carries to the next step (thinking,
 low-entropy steps) back in place.
@@ -11,7 +11,8 @@ at the next ``upload`` (once per step, before the step reads the table) from pin
 ``non_blocking`` copies, ordered on the stream after the steps that still read the old values.
 
 Table layout: ``floats`` [num_slots, F] float32 and ``ints`` [num_slots, I] int64, one column per
-field of ``RowSettings``, the sampler's top-k / top-p, and ``RegionState`` (``COLUMNS``).
+field of ``RowSettings``, the sampler's top-k / top-p, and ``CarriedState`` (``COLUMNS``; each
+method's columns come from its module, ``mixinputs.methods``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from typing import NamedTuple
 
 import torch
 
-from mixinputs.config import SELAR_RECIPE
-from mixinputs.mixing import (
+from mixinputs.core.rows import (
     ROW_DTYPES,
     ROW_WIDTHS,
     STATE_DTYPES,
+    STEP_COLUMNS,
+    CarriedState,
     MethodRows,
-    RegionState,
     RowSettings,
-    fresh_state,
+    fresh_values,
 )
 from mixinputs.vllm_plugin.host_turns import HostTurns
 
@@ -48,14 +49,14 @@ INT_COLUMNS = [
     if not d.is_floating_point
     for i in range(ROW_WIDTHS.get(n, 1))
 ]
-_FRESH = tuple(t.item() for t in fresh_state(1))
+_FRESH = fresh_values()
 
 
 class SlotRows(NamedTuple):
     """One step's gathered settings of its M mixing rows."""
 
     methods: MethodRows
-    state: RegionState
+    state: CarriedState
     row_top_k: torch.Tensor  # [M] long
     sampling: torch.Tensor  # [M] bool: the prior is the sampler's distribution
     sampler_top_k: torch.Tensor  # [M] long (0 = off)
@@ -67,7 +68,7 @@ class SlotSettings:
     """Per-slot MoI settings on ``device``.
 
     >>> from mixinputs.config import MoIConfig
-    >>> from mixinputs.mixing import row_settings
+    >>> from mixinputs.core.rows import row_settings
     >>> table = SlotSettings(4, torch.device("cpu"))
     >>> table.assign(2, row_settings(MoIConfig(mode="soft", think_end=5), seed=7))
     >>> table.upload()
@@ -106,19 +107,16 @@ class SlotSettings:
         sampler_top_p: float = 1.0,
     ) -> None:
         """A request takes ``slot``: its settings and a fresh carried state (on the device from
-        the next ``upload``). A greedy SeLaR request under ``selar_greedy="released"`` is cut
-        by the released recipe's top-k / top-p (``SELAR_RECIPE``; vLLM resets a greedy
-        request's own)."""
+        the next ``upload``); ``sampler_top_k`` / ``sampler_top_p``: what its sampler keeps (a
+        greedy request reading its mode's recipe: the recipe's, ``Method.greedy_recipe``)."""
         values = settings._asdict()
-        if settings.greedy_recipe:
-            sampler_top_k, sampler_top_p = SELAR_RECIPE[1:]
         values["sampler_top_k"] = max(int(sampler_top_k or 0), 0) if settings.sampling else 0
         values["sampler_top_p"] = float(sampler_top_p) if settings.sampling else 1.0
         values.update(zip(STATE_DTYPES, _FRESH, strict=True))
         self._write(slot, values)
 
     def set_state(self, slot: int, state: tuple) -> None:
-        """Give ``slot`` the carried state (``RegionState`` values) a resumed request had."""
+        """Give ``slot`` the carried state (``CarriedState`` values) a resumed request had."""
         self._write(slot, dict(zip(STATE_DTYPES, state, strict=True)))
 
     def _write(self, slot: int, values: dict) -> None:
@@ -170,11 +168,11 @@ class SlotSettings:
                 return f[c]
             return i[c].bool() if COLUMNS[name] == torch.bool else i[c]
 
-        fields = {n: col(n) for n in MethodRows._fields if n not in ("position", "vocab_entropy")}
+        fields = {n: col(n) for n in MethodRows._fields if n not in STEP_COLUMNS}
         unmeasured = torch.full_like(f[0], float("nan"))  # the step measures it (Cold Stop)
         return SlotRows(
             methods=MethodRows(position=positions, vocab_entropy=unmeasured, **fields),
-            state=RegionState(*(col(n) for n in STATE_DTYPES)),
+            state=CarriedState(*(col(n) for n in STATE_DTYPES)),
             row_top_k=col("top_k"),
             sampling=col("sampling"),
             sampler_top_k=col("sampler_top_k"),
@@ -182,7 +180,7 @@ class SlotSettings:
             greedy_recipe=col("greedy_recipe"),
         )
 
-    def store_state(self, slots: torch.Tensor, state: RegionState) -> None:
+    def store_state(self, slots: torch.Tensor, state: CarriedState) -> None:
         """Carry ``state`` [M] to the slots' next step."""
         for name, value in zip(STATE_DTYPES, state, strict=True):
             is_float, c = self._col[name]
@@ -194,7 +192,7 @@ def _names(name: str) -> list[str]:
     return [f"{name}.{i}" for i in range(ROW_WIDTHS[name])] if name in ROW_WIDTHS else [name]
 
 
-def state_pack(state: RegionState) -> torch.Tensor:
+def state_pack(state: CarriedState) -> torch.Tensor:
     """[M, S] float64 (exact for every field: flags, counts, float32 values), as the history
     records each row's carried state."""
     return torch.stack([t.double() for t in state], dim=-1)

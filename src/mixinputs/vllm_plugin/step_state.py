@@ -1,26 +1,31 @@
 """One engine's MoI state and the two things it does every step, for both vLLM model runners.
 
-Each runner's adapter (``worker_state.py`` for V1, ``v2_state.py`` for Model Runner V2) only turns
+Each runner's adapter (``v1_state.py`` for V1, ``v2_state.py`` for Model Runner V2) only turns
 its own batch into arrays and tells this state which request holds which *slot*: one row per
 running MoI request in ``MixedInputEmbedding.slots`` and in ``SlotSettings``.
 
-1. ``plan`` (host only, after the runner prepared its inputs; vectorised numpy over the MoI rows):
-   which position of the flattened batch each slot's newest mixture overwrites (``newest_pos``),
-   which positions replay a stored mixture, and which rows mix after sampling. A position feeds
-   its slot when the slot holds that output token's mixture (made when it was sampled); any other
-   output position (a request resumed after preemption recomputes its earlier output tokens) is
-   *replayed* from the host history, so a resumed request sees exactly the inputs it saw the
-   first time. The step's indices go to the device in one packed pinned upload.
-2. ``sample`` (device, around the runner's sampler): keep the MoI rows' raw logits (the sampler
-   may edit them in place), sample as usual, then build candidates ``top-K ∪ {y}``, apply each
-   row's method, and write the mixtures into their slots (``mix_step.MixStep``). The state each
-   row carries goes back into its slot's settings row; the tokens a method emits in place of the
-   sampled ones (soft thinking's top-1, Cold Stop's think-end token and EOS, SwiReasoning's
-   injections) are written into the sampler's output; the final weights go to the host history.
-   Whole-vocabulary work (Cold Stop's entropy, soft thinking's Dirichlet draws over every kept
-   token, SwiReasoning's p·E, Multiplex's draws) runs on the rows that need it only, whose
-   indices travel in the plan's one upload. No host sync: the host only learns which rows mix
-   and where, which it knows before the step.
+The step, one numbered recipe (the same numbers mark the code):
+
+1. **Plan** (``plan``, host only, after the runner prepared its inputs; vectorised numpy over the
+   MoI rows): 1a. which position of the flattened batch each slot's newest mixture overwrites
+   (``newest_pos``); 1b. which rows mix after sampling, their slots and output indices, and the
+   rows of each piece of optional work, in one packed pinned upload; 1c. which positions replay
+   a stored mixture: any output position that is not a slot's newest (a request resumed after
+   preemption recomputes its earlier output tokens) is replayed from the host history, so a
+   resumed request sees exactly the inputs it saw the first time.
+2. **Keep the prior** (``sample``, device, around the runner's sampler): the MoI rows' raw
+   (temperature-1) logits, before the sampler edits them.
+3. **Sample** as usual (the sampler's own distribution is recorded for "sampling" rows).
+4. **Gather**: the rows' settings from their slots, their prior (raw, or what the sampler drew
+   from, cut to its top-k / top-p), and the optional whole-vocabulary work on the rows that need
+   it (``core.rows.WORK``: Cold Stop's entropy, Dirichlet draws over every kept token).
+5. **Mix** (``mix_step.MixStep``, 5a-5c): candidates, the methods' stages, weights, and the
+   mixtures written into the slots, each row once.
+6. **Carry**: the state each row carries back into its slot's settings row, the tokens a method
+   emits in place of the sampled ones into the sampler's output, the final weights to the host
+   history.
+
+No host sync: the host only learns which rows mix and where, which it knows before the step.
 
 Extra device memory: ``max_num_seqs`` slot rows of hidden size, a settings row each, two index
 buffers and the replay rows (see ``embedding.py``). Per request the host keeps (K+1) ids and
@@ -38,35 +43,46 @@ import numpy as np
 import torch
 
 from mixinputs.config import MoIConfig
-from mixinputs.mixing import (
-    FAMILY_CODES,
-    MEASURE_CODES,
-    STATE_DTYPES,
-    FamilyInputs,
+from mixinputs.core.candidates import mask_top_k_top_p, top_k_normalizer
+from mixinputs.core.rows import STATE_DTYPES, WORK, row_settings
+from mixinputs.core.select import rows_at
+from mixinputs.core.step import MethodInputs
+from mixinputs.methods import (
+    FAMILY,
+    MODES,
     KeptDraws,
-    kept_dirichlet,
-    mask_top_k_top_p,
-    row_settings,
-    top_k_normalizer,
-    vocab_entropy,
+    draw_kept,
+    math_mask,
+    measure_entropy,
+    work_of,
 )
-from mixinputs.mixing import _rows_at as rows_at
 from mixinputs.vllm_plugin.embedding import MixedInputEmbedding
 from mixinputs.vllm_plugin.history import HistoryStaging, MixtureHistory, new_seed
 from mixinputs.vllm_plugin.host_turns import HostTurns
-from mixinputs.vllm_plugin.mix_step import MixStep, SamplerMasks, StepRecord, force_tokens
+from mixinputs.vllm_plugin.mix_step import (
+    MixStep,
+    SamplerMasks,
+    StepInputs,
+    StepRecord,
+    force_tokens,
+)
 from mixinputs.vllm_plugin.replay import Replays
 from mixinputs.vllm_plugin.request_config import request_config
 from mixinputs.vllm_plugin.slot_settings import SlotSettings, state_pack
 
 logger = logging.getLogger("vllm.mixinputs")
 
-# Per-slot host flags: which work a batch holding the slot needs.
-_SAMPLING, _METHODS, _FORCES, _OWN_K, _SWIR, _SELAR, _MULTIPLEX, _MASKED_DRAWS = range(8)
-_VOCAB, _KEPT, _KEPT_CUT, _RECIPE = range(8, 12)  # Cold Stop's entropy, Dirichlet, SeLaR greedy
-_WIDE = 12  # a sampling-prior row whose sampler's top-k is wider than the engine's K
-_NUM_FLAGS = 13
-_FAMILY_FLAGS = {"swir": _SWIR, "selar": _SELAR, "multiplex": _MULTIPLEX}
+# Per-slot host flags: which work a batch holding the slot needs. The core's own: its prior is
+# the sampler's, it needs the methods' stages, it asks less than the engine's K, it is greedy yet
+# reads its mode's recipe, its sampler's top-k is wider than the engine's K; then the methods'
+# optional work (``core.rows.WORK``).
+FLAGS = ("sampling", "methods", "own_k", "recipe", "wide", *WORK)
+_F = {name: column for column, name in enumerate(FLAGS)}
+# Family methods whose whole-vocabulary work runs on their own rows (their indices travel in the
+# plan's upload), and the one whose input holds p·E.
+_OWN = tuple(m for m in FAMILY if m.own_rows)
+_DENSE = tuple(m for m in _OWN if m.dense)
+assert len(_DENSE) <= 1, "the engine adds p·E for one method's rows"
 
 
 @dataclass
@@ -96,19 +112,21 @@ class StepPlan:
     histories: list[MixtureHistory]
     js: np.ndarray  # [M]
     sampling: bool  # some row's prior is the sampler's distribution
-    method_step: bool  # some row needs mixing.apply_methods (soft, region, noise)
-    forces: bool  # some row may have its sampled token replaced (Cold Stop, SwiReasoning)
+    method_step: bool  # some row needs the methods' stages (core.step.apply_methods)
+    forces: bool  # some row may emit another token than the sampled one
     own_k: bool  # some row asks less than the engine's width (cut to each row's K)
-    family: frozenset[str]  # the family modes some row runs (SwiReasoning, SeLaR, Multiplex)
-    dense_rows: torch.Tensor | None  # [S] long, device: SwiReasoning rows (their p·E)
-    multiplex_rows: torch.Tensor | None  # [X] long, device: Multiplex rows (their draws over V)
-    dense_js: list[int]  # which of plan's rows those are, on the host
-    draws: int  # Multiplex draws beyond the sampled token (the largest K - 1)
-    masked_draws: bool  # some Multiplex row samples under top-k / top-p (masks over V)
+    family: frozenset[str]  # the family modes some row runs (their input replaces the core's)
+    family_rows: torch.Tensor | None  # [F] long, device: the rows of those modes
+    own_rows: dict[str, torch.Tensor]  # mode -> [S] long, device: its rows (its work over V)
+    dense_rows: torch.Tensor | None  # [S] long, device: the rows whose input holds p·E
+    dense_at: torch.Tensor | None  # [S] long, device: where those are among family_rows
+    dense_js: list[int]  # which of plan's rows the p·E rows are, on the host
+    draws: int  # draws beyond the sampled token (the largest of the rows' K - 1)
+    masked_prior: bool  # some row draws from its sampler's top-k / top-p cut (masks over V)
     vocab_rows: torch.Tensor | None = None  # [E] long, device: Cold Stop's whole-vocabulary rows
-    kept_rows: torch.Tensor | None = None  # [Q] long, device: soft's Dirichlet-over-kept rows
+    kept_rows: torch.Tensor | None = None  # [Q] long, device: Dirichlet-over-kept rows
     kept_cut: bool = False  # some of them sample under top-k / top-p (masks over V)
-    greedy_recipe: bool = False  # some greedy SeLaR row reads the released recipe's distribution
+    greedy_recipe: bool = False  # some greedy row reads its mode's recipe distribution
     wide_rows: torch.Tensor | None = None  # [W] long, device: sampler top-k wider than K
 
 
@@ -128,13 +146,15 @@ class MoIStepState:
         self.is_open = np.zeros(self.num_slots, dtype=bool)
         self.latest = np.full(self.num_slots, -1, dtype=np.int64)  # j of the slot's mixture
         self.resumed = np.zeros(self.num_slots, dtype=bool)  # restore its state at its next sample
-        self.flags = np.zeros((self.num_slots, _NUM_FLAGS), dtype=bool)
-        self.draws = np.zeros(self.num_slots, dtype=np.int64)  # Multiplex's K - 1, per slot
+        self.flags = np.zeros((self.num_slots, len(FLAGS)), dtype=bool)
+        self.family = np.zeros(self.num_slots, dtype=np.int64)  # the mode's family_code
+        self.draws = np.zeros(self.num_slots, dtype=np.int64)  # draws beyond y, per slot
         n = self.num_slots
-        # Per turn, host -> device: newest_pos, rows, slots, js, SwiReasoning rows, Multiplex rows
-        # (disjoint), Cold Stop's whole-vocabulary rows, soft thinking's Dirichlet rows.
-        self._plan_host = HostTurns({"plan": (8 * n, torch.long)}, self.device)
-        self._plan_dev = torch.zeros(7 * n, dtype=torch.long, device=self.device)
+        # Per turn, host -> device: newest_pos, then rows, slots, js, the own rows of each family
+        # method (disjoint), Cold Stop's whole-vocabulary rows, the Dirichlet rows, the wide
+        # rows, the family rows and where the p·E rows sit among them: at most 9 per row.
+        self._plan_host = HostTurns({"plan": (10 * n, torch.long)}, self.device)
+        self._plan_dev = torch.zeros(9 * n, dtype=torch.long, device=self.device)
         self.plain_mask: torch.Tensor | None = None  # [V] bool: the math-symbol tokens
         self.replays = Replays(embed, self.width)  # resumed requests' earlier inputs
         self._newest_dirty = False  # newest_pos on the device may hold positions
@@ -158,11 +178,12 @@ class MoIStepState:
         request = None
         if config is not None and self.disabled is not None:
             logger.error("request %s asks for MoI: %s; decoding it without", req_id, self.disabled)
-        elif config is not None and config.mode == "swir" and self.step.dense_weight is None:
+        elif config is not None and config.method.dense and self.step.dense_weight is None:
             logger.error(
-                "request %s asks for SwiReasoning, which needs the plain embedding matrix on one "
-                "rank (no tensor parallel, quantization or scaling); decoding it without",
+                "request %s asks for %s, which needs the plain embedding matrix on one rank (no "
+                "tensor parallel, quantization or scaling); decoding it without",
                 req_id,
+                config.method.title,
             )
         elif config is not None:
             request = SlotRequest.new(req_id, config, params, self.width)
@@ -232,30 +253,26 @@ class MoIStepState:
             temperature=params.temperature,
             max_tokens=getattr(params, "max_tokens", None),
         )
-        self.table.assign(slot, settings, params.top_k, params.top_p)
+        top_k, top_p = params.top_k, params.top_p
+        if settings.greedy_recipe:  # vLLM resets a greedy request's own: the recipe's cut
+            top_k, top_p = config.method.greedy_recipe(config)[1:]
+        self.table.assign(slot, settings, top_k, top_p)
         self.holders[slot] = request
         self.is_open[slot] = True
         self.latest[slot] = -1
         self.resumed[slot] = request.next_j > 0
         cut = params.top_k > 0 or params.top_p < 1.0  # the sampler's own top-k / top-p
+        work = work_of(config, settings, cut)
         self.flags[slot] = (
             settings.sampling,
             config.needs_method_step,
-            # It may emit another token than the sampled one.
-            config.cold_stop_entropy is not None
-            or bool(config.swir_max_switches)  # swir only
-            or settings.soft_top1,
             config.top_k < self.max_top_k,
-            *(settings.family == FAMILY_CODES[mode] for mode in _FAMILY_FLAGS),  # in column order
-            config.mode == "multiplex" and cut,
-            config.cold_stop_entropy is not None
-            and settings.cold_stop_measure != MEASURE_CODES["candidates"],
-            settings.dirichlet_kept,
-            settings.dirichlet_kept and cut,
             settings.greedy_recipe,
             settings.sampling and max(int(params.top_k or 0), 0) > self.max_top_k,
+            *(name in work for name in WORK),
         )
-        self.draws[slot] = config.multiplex_width - 1 if config.mode == "multiplex" else 0
+        self.family[slot] = settings.family
+        self.draws[slot] = sum(m.draws(config) for m in MODES)
         if settings.plain_math and self.plain_mask is None:
             self._set_plain_mask(config.plain_ids)
 
@@ -272,11 +289,7 @@ class MoIStepState:
         """The engine's math-symbol tokens (every request of a model resolves the same list,
         from the front end's tokenizer); uploaded once, without a host sync."""
         vocab = self.embed.base.weight.shape[0] * getattr(self.embed.base, "tp_size", 1)
-        host = torch.zeros(vocab, dtype=torch.bool)
-        host[torch.tensor([i for i in ids if i < vocab], dtype=torch.long)] = True
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-        self.plain_mask = host.to(self.device, non_blocking=True)
+        self.plain_mask = math_mask(ids, vocab, self.device)
 
     def owner(self, slot: int) -> str | None:
         """The request id holding ``slot``."""
@@ -342,31 +355,38 @@ class MoIStepState:
         n = self.num_slots
         newest = host[:n]
         newest[:] = 0
-        # 1. The position holding the token whose mixture sits in the slot feeds it (0 means
+        # 1a. The position holding the token whose mixture sits in the slot feeds it (0 means
         #    "no row", see embedding.py). In a decode step that is the row's one position.
         fresh_pos = prompt + self.latest[slots]
         fresh = (self.latest[slots] >= 0) & (fresh_pos >= computed) & (fresh_pos < end)
         newest[slots[fresh]] = (start + fresh_pos - computed)[fresh] + 1
         self.embed.newest_pos.copy_(buf[:n], non_blocking=True)
         self._newest_dirty = True
-        # 2. The kept rows, their slots and js, and which of them run SwiReasoning, Multiplex,
-        #    Cold Stop's entropy and soft thinking's Dirichlet draws (their whole-vocabulary work
-        #    runs on those rows only), in the same upload.
-        dense_js = np.flatnonzero(self.flags[kept_slots, _SWIR])
-        mux_js = np.flatnonzero(self.flags[kept_slots, _MULTIPLEX])  # disjoint from dense_js
-        vocab_js = np.flatnonzero(self.flags[kept_slots, _VOCAB])
-        dirichlet_js = np.flatnonzero(self.flags[kept_slots, _KEPT])
-        wide_js = np.flatnonzero(self.flags[kept_slots, _WIDE])
-        d, x, e = dense_js.size, mux_js.size, vocab_js.size
-        q, w = dirichlet_js.size, wide_js.size
-        parts = [rows[keep], kept_slots, js, dense_js, mux_js, vocab_js, dirichlet_js, wide_js]
-        indices = np.concatenate(parts)  # 3m + d + x + e + q + w
+        # 1b. The kept rows, their slots and js, and the rows of each piece of work that runs on
+        #    its rows only (a family method's over the vocabulary, Cold Stop's entropy, the
+        #    Dirichlet draws, a wide top-k), in the same upload.
+        flags, family = self.flags[kept_slots], self.family[kept_slots]
+        own_js = [np.flatnonzero(family == m.family_code) for m in _OWN]  # disjoint
+        family_js = np.flatnonzero(family > 0)
+        dense_js = own_js[_OWN.index(_DENSE[0])] if _DENSE else family_js[:0]
+        parts = {
+            "rows": rows[keep],
+            "slots": kept_slots,
+            "js": js,
+            **{m.name: rows_js for m, rows_js in zip(_OWN, own_js, strict=True)},
+            "vocab": np.flatnonzero(flags[:, _F["vocab_entropy"]]),
+            "kept": np.flatnonzero(flags[:, _F["kept_draws"]]),
+            "wide": np.flatnonzero(flags[:, _F["wide"]]),
+            "family": family_js,
+            "dense_at": np.searchsorted(family_js, dense_js),
+        }
+        indices = np.concatenate(list(parts.values()))
         host[n : n + indices.size] = indices
         plan_dev = self._plan_dev[: indices.size]
         if m:
             plan_dev.copy_(buf[n : n + indices.size], non_blocking=True)
         self._plan_host.queued()
-        # 3. Every other output position replays its stored mixture (only after a preemption).
+        # 1c. Every other output position replays its stored mixture (only after a preemption).
         outputs = np.clip(end - np.maximum(computed, prompt), 0, None)
         replaying = np.flatnonzero(outputs > fresh)
         if replaying.size:  # drained first: the history may still have copies on their way
@@ -378,31 +398,38 @@ class MoIStepState:
         if m == 0:
             return
         self.latest[kept_slots] = js
-        flags = self.flags[kept_slots].any(axis=0)
-        extra = 3 * m + d + x  # where the Cold Stop and Dirichlet rows start
+        on = flags.any(axis=0)
+        device: dict[str, torch.Tensor | None] = {}
+        start = 0
+        for name, part in parts.items():  # each part's slice of the one upload (None: empty)
+            device[name] = plan_dev[start : start + part.size] if part.size else None
+            start += part.size
+        own = {m.name: device[m.name] for m in _OWN if device[m.name] is not None}
         self._plan = StepPlan(
             token=token,
-            rows=plan_dev[:m],
-            slots=plan_dev[m : 2 * m],
-            positions=plan_dev[2 * m : 3 * m],
+            rows=device["rows"],
+            slots=device["slots"],
+            positions=device["js"],
             all_rows=m == num_reqs and bool((rows[keep] == np.arange(m)).all()),
             histories=[r.history for r in holders],
             js=js,
-            sampling=bool(flags[_SAMPLING]),
-            method_step=bool(flags[_METHODS]),
-            forces=bool(flags[_FORCES]),
-            own_k=bool(flags[_OWN_K]),
-            family=frozenset(mode for mode, col in _FAMILY_FLAGS.items() if flags[col]),
-            dense_rows=plan_dev[3 * m : 3 * m + d] if d else None,
-            multiplex_rows=plan_dev[3 * m + d : extra] if x else None,
+            sampling=bool(on[_F["sampling"]]),
+            method_step=bool(on[_F["methods"]]),
+            forces=bool(on[_F["forces"]]),
+            own_k=bool(on[_F["own_k"]]),
+            family=frozenset(m.name for m in FAMILY if (family == m.family_code).any()),
+            family_rows=device["family"],
+            own_rows=own,
+            dense_rows=device[_DENSE[0].name] if _DENSE else None,
+            dense_at=device["dense_at"],
             dense_js=dense_js.tolist(),
             draws=int(self.draws[kept_slots].max()),
-            masked_draws=bool(flags[_MASKED_DRAWS]),
-            vocab_rows=plan_dev[extra : extra + e] if e else None,
-            kept_rows=plan_dev[extra + e : extra + e + q] if q else None,
-            wide_rows=plan_dev[extra + e + q : extra + e + q + w] if w else None,
-            kept_cut=bool(flags[_KEPT_CUT]),
-            greedy_recipe=bool(flags[_RECIPE]),
+            masked_prior=bool(on[_F["masked_prior"]]),
+            vocab_rows=device["vocab"],
+            kept_rows=device["kept"],
+            wide_rows=device["wide"],
+            kept_cut=bool(on[_F["kept_cut"]]),
+            greedy_recipe=bool(on[_F["recipe"]]),
         )
 
     def clear(self) -> None:
@@ -424,7 +451,7 @@ class MoIStepState:
         if carried is not None:
             self.table.set_state(slot, carried)
 
-    # ------------------------------------------------------------------ 2. sample and mix
+    # ------------------------------------------------------------------ 2.-6. sample, mix, carry
     def sample(
         self,
         run_sampler: Callable[[torch.Tensor], Any],
@@ -441,13 +468,13 @@ class MoIStepState:
         plan, self._plan = self._plan, None
         if plan is None or plan.token is not token or self.disabled is not None:
             return run_sampler(logits)
-        # 1. The raw (temperature-1) prior of the MoI rows, before the sampler edits the logits.
+        # 2. The raw (temperature-1) prior of the MoI rows, before the sampler edits the logits.
         try:
             raw = logits if plan.all_rows and logits_kept else logits.index_select(0, plan.rows)
         except Exception as e:  # ours: MoI goes off, the step samples as without the plugin
             self.fail("copying the prior", e)
             return run_sampler(logits)
-        # 2. Sample as usual; the sampler's own distribution is recorded for "sampling" rows.
+        # 3. Sample as usual; the sampler's own distribution is recorded for "sampling" rows.
         self._capture_rows = plan.rows if plan.sampling else None
         self._processed = None
         try:
@@ -468,15 +495,15 @@ class MoIStepState:
 
     def _mix(self, plan: StepPlan, raw: torch.Tensor, output: Any) -> None:
         slots = plan.slots
-        # 3. The sampled tokens, each row's settings from its slot, and its prior: the raw
+        # 4. The sampled tokens, each row's settings from its slot, and its prior: the raw
         #    logits, or for "sampling" rows (soft thinking among them) what the sampler drew
-        #    from, cut to the sampler's top-k / top-p.
+        #    from, cut to the sampler's top-k / top-p; the optional whole-vocabulary work.
         sampled = output.sampled_token_ids[:, 0].index_select(0, plan.rows).long()  # [M]
         rows = self.table.gather(slots, plan.positions)
         prior, masks = raw, None
         if plan.sampling and self._processed is not None:
             prior = torch.where(rows.sampling[:, None], self._processed.to(raw.dtype), raw)
-        if plan.greedy_recipe:  # greedy SeLaR rows read the released recipe's distribution
+        if plan.greedy_recipe:  # greedy rows reading their mode's recipe distribution
             recipe = (raw.float() / rows.methods.temperature[:, None]).to(raw.dtype)
             prior = torch.where(rows.greedy_recipe[:, None], recipe, prior)
         if plan.sampling:
@@ -488,34 +515,44 @@ class MoIStepState:
             masks = SamplerMasks(rows.sampling, rows.sampler_top_k, rows.sampler_top_p, wide)
         self._processed = None
         rows, kept = self._vocabulary_work(plan, rows, raw, prior)
-        # 4. Candidates top-K ∪ {y} at the engine's one width, each row cut to its own K (a
-        #    row's mixture never depends on the rest of the batch), the methods, the weights,
-        #    and the mixture written into each request's slot for the next forward.
-        family = None
-        if plan.family:  # SwiReasoning, SeLaR, Multiplex read the whole distribution
-            full, at = prior, plan.multiplex_rows
-            if plan.masked_draws:  # Multiplex draws from what the sampler's top-k / top-p keep
-                top_k, top_p = rows.sampler_top_k[at], rows.sampler_top_p[at]
-                full = prior.index_copy(0, at, mask_top_k_top_p(prior[at], top_k, top_p))
-            family = FamilyInputs(
-                full, self.plain_mask, plan.draws, plan.family, plan.dense_rows, at
+        inputs = None
+        if plan.family or kept is not None:  # the family methods read the whole distribution
+            full = prior
+            if plan.masked_prior:  # draws from what the sampler's top-k / top-p keep
+                for m in _OWN:
+                    at = plan.own_rows.get(m.name) if m.masks_prior else None
+                    if at is not None:
+                        top_k, top_p = rows.sampler_top_k[at], rows.sampler_top_p[at]
+                        full = full.index_copy(0, at, mask_top_k_top_p(full[at], top_k, top_p))
+            inputs = MethodInputs(
+                full if plan.family else None,
+                self.plain_mask,
+                plan.draws,
+                plan.family,
+                plan.own_rows,
+                kept,
             )
+        # 5. Mix: candidates top-K ∪ {y} at the engine's one width, each row cut to its own K (a
+        #    row's mixture never depends on the rest of the batch), the methods' stages, the
+        #    weights, and the mixture written into each request's slot for the next forward.
         ids, weights, step = self.step.mix_into_slots(
-            prior,
-            sampled,
-            rows.row_top_k if plan.own_k else None,
-            masks,
-            rows.methods.beta,
-            rows.methods.direct,
-            slots,
-            (rows.methods, rows.state) if plan.method_step else None,
-            family,
-            plan.dense_rows,
-            kept,
+            StepInputs(
+                prior=prior,
+                sampled=sampled,
+                slots=slots,
+                rows=rows,
+                own_k=plan.own_k,
+                masks=masks,
+                method_step=plan.method_step,
+                inputs=inputs,
+                family_rows=plan.family_rows if plan.family else None,
+                dense_rows=plan.dense_rows,
+                dense_at=plan.dense_at,
+            )
         )
-        # 5. The state each row carries to its next step; the tokens emitted in place of the
-        #    sampled ones (soft thinking's top-1, Cold Stop, SwiReasoning); the final weights to
-        #    the host history, and SwiReasoning's inputs themselves (they hold p·E).
+        # 6. Carry: the state each row carries to its next step; the tokens emitted in place of
+        #    the sampled ones; the final weights to the host history, and the inputs of the p·E
+        #    rows themselves (their weights alone do not hold p·E).
         if step is not None:
             self.table.store_state(slots, step.state)
             if plan.forces:
@@ -529,26 +566,21 @@ class MoIStepState:
         if self.observers:
             owners = [self.owner(s) for s in slots.tolist()]
             record = StepRecord.of(
-                owners, plan.js, prior, sampled, rows, step, self.embed, slots, family
+                owners, plan.js, prior, sampled, rows, step, self.embed, slots, inputs
             )
             for observer in self.observers:
                 observer(record)
 
     def _vocabulary_work(self, plan: StepPlan, rows, raw: torch.Tensor, prior: torch.Tensor):
-        """Cold Stop's whole-vocabulary entropy (into ``rows.methods.vocab_entropy``) and soft
-        thinking's Dirichlet draws over every kept token, each on its own rows only.
+        """The optional whole-vocabulary work, each on its own rows only: Cold Stop's entropy
+        (into ``rows.methods.vocab_entropy``) and the Dirichlet draws over every kept token.
 
         ``raw`` [M, V] the raw logits, ``prior`` [M, V] what each row samples from before the
         sampler's top-k / top-p. Returns (rows, ``KeptDraws`` or None)."""
         methods, kept = rows.methods, None
         if plan.vocab_rows is not None:  # softmax(raw / T) over V: one pass per such row
             at = plan.vocab_rows
-            normalized = methods.cold_stop_measure == MEASURE_CODES["vocab_normalized"]
-            h = vocab_entropy(
-                raw.index_select(0, at),
-                methods.temperature.index_select(0, at),
-                normalized.index_select(0, at),
-            )
+            h = measure_entropy(methods, raw, at)
             methods = methods._replace(vocab_entropy=methods.vocab_entropy.index_copy(0, at, h))
         if plan.kept_rows is not None:  # the tokens each row's sampler keeps, then the draws
             at = plan.kept_rows
@@ -557,6 +589,6 @@ class MoIStepState:
                 top_k, top_p = rows.sampler_top_k[at], rows.sampler_top_p[at]
                 cut = ((top_k > 0) | (top_p < 1.0))[:, None]  # others keep every token as is
                 logits = torch.where(cut, mask_top_k_top_p(logits, top_k, top_p), logits)
-            draws = kept_dirichlet(logits, rows_at(methods, at), self.max_top_k)
+            draws = draw_kept(logits, rows_at(methods, at), self.max_top_k)
             kept = KeptDraws(draws.ids, draws.scores, at)
         return rows._replace(methods=methods), kept

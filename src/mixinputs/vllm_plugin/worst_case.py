@@ -31,28 +31,28 @@ import numpy as np
 import torch
 
 from mixinputs.config import MoIConfig
+from mixinputs.methods import MODES, everything
 from mixinputs.vllm_plugin.peak_memory import PeakBytes
 from mixinputs.vllm_plugin.step_state import MoIStepState, SlotRequest
 
 logger = logging.getLogger("vllm.mixinputs")
 
 WORST_CASES: dict[str, Callable[[int], MoIConfig]] = {
-    "soft": lambda k: MoIConfig(
-        mode="soft", top_k=k, region="thinking", cold_stop_entropy=0.01, noise="dirichlet"
-    ),
-    "selar": lambda k: MoIConfig(mode="selar", top_k=k),
-    "multiplex": lambda k: MoIConfig(mode="multiplex", top_k=k, multiplex_width=k + 1),
-    "swir": lambda k: MoIConfig(mode="swir", top_k=k, swir_max_switches=2),
+    m.name: (lambda k, m=m: MoIConfig(mode=m.name, top_k=k, **m.worst_case(k)))
+    for m in MODES
+    if m.worst_case(1) is not None
 }
-"""The methods whose step costs most, as a config at the engine's widest K."""
+"""The methods whose step costs most (``Method.worst_case``), as a config at the engine's widest
+K."""
+_SEQUENCES = tuple(name for m in everything() for name in m.sequences)
+_DENSE = {m.name for m in MODES if m.dense}
 
 
 def _resolved(config: MoIConfig) -> MoIConfig:
     """``config`` with every token it names set to id 0 (what the front end would resolve) and
     no math-symbol list (a profile must not leave the engine's math mask behind)."""
-    sequences = ("swir_convergence", "swir_termination")
     ids: dict[str, Any] = {
-        name: (0,) if name in sequences else 0 for name in config.tokens_to_resolve
+        name: (0,) if name in _SEQUENCES else 0 for name in config.tokens_to_resolve
     }
     if any(f.name == "plain_math" for f in dataclasses.fields(config)):
         ids["plain_math"] = False
@@ -81,7 +81,7 @@ def profile(state: MoIStepState, run_sampler: Callable[[torch.Tensor], Any], log
         output = run_sampler(logits)
     report = {"rows": m, "vocab": logits.shape[1], "sampler_bytes": alone.peak, "methods": {}}
     for name, make in WORST_CASES.items():
-        if name == "swir" and state.step.dense_weight is None:
+        if name in _DENSE and state.step.dense_weight is None:
             continue  # refused on this engine (tensor parallel, quantized embedding)
         try:
             with PeakBytes() as peak:

@@ -28,7 +28,7 @@ import torch
 from mixinputs.vllm_plugin.attach import attach, failed
 from mixinputs.vllm_plugin.patches import wrap_method
 from mixinputs.vllm_plugin.settings import PluginSettings
-from mixinputs.vllm_plugin.worker_state import V1MoI
+from mixinputs.vllm_plugin.v1_state import V1MoI
 
 
 def install(runner: Any, settings: PluginSettings) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from mixinputs.config import KEY_RESOLVED, KEY_TOP_K, MoIConfig, MoIConfigError
+from mixinputs.core.rows import max_width
 from mixinputs.tokens import resolve_tokens
 from mixinputs.vllm_plugin import status
 from mixinputs.vllm_plugin.patches import wrap_method
@@ -97,19 +98,23 @@ def check_request(
             f"{limit} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)",
             KEY_TOP_K,
         )
-    # The family's inputs live in the engine's K + 1 candidate columns.
-    if config.mode == "multiplex" and config.multiplex_width > limit + 1:
-        raise request_error(
-            f"mixinputs_multiplex_width={config.multiplex_width} is out of range: this engine "
-            f"allows 1 to {limit + 1} (start it with MIXINPUTS_MAX_TOP_K=<K> for more)",
-            "mixinputs_multiplex_width",
-        )
-    if config.mode == "swir" and limit < 3:
-        raise request_error(
-            f"mode 'swir' needs MIXINPUTS_MAX_TOP_K >= 3 (it feeds four tokens); this engine "
-            f"has {limit}",
-            "mixinputs_mode",
-        )
+    # A method's input lives in the engine's K + 1 candidate columns.
+    need = max_width(config)
+    if need > limit + 1:
+        key, value = config.method.width_key, None
+        if key is not None:
+            value = getattr(config, key)
+            message = (
+                f"mixinputs_{key}={value} is out of range: this engine allows 1 to {limit + 1} "
+                "(start it with MIXINPUTS_MAX_TOP_K=<K> for more)"
+            )
+        else:
+            key = "mode"
+            message = (
+                f"mode {config.mode!r} needs MIXINPUTS_MAX_TOP_K >= {need - 1} (it feeds {need} "
+                f"tokens); this engine has {limit}"
+            )
+        raise request_error(message, f"mixinputs_{key}")
     return config
 
 
@@ -129,10 +134,11 @@ def resolve(processor: Any, params: Any, settings: PluginSettings, engine_refusa
     if config is not None:
         _refuse_if_off(processor, engine_refusal)
     resolved = None
-    if config is not None and config.mode == "swir" and _tensor_parallel(processor) > 1:
+    if config is not None and config.method.dense and _tensor_parallel(processor) > 1:
         raise request_error(
-            "mode 'swir' feeds p·E over the whole vocabulary from the plain embedding matrix, "
-            "which this engine shards (tensor parallel): serve it with tensor_parallel_size 1",
+            f"mode {config.mode!r} feeds p·E over the whole vocabulary from the plain embedding "
+            "matrix, which this engine shards (tensor parallel): serve it with "
+            "tensor_parallel_size 1",
             "mixinputs_mode",
         )
     if config is not None:

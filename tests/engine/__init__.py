@@ -1,0 +1,1 @@
+"""Tests of the vLLM plugin: the step state, guards, releases, and real CPU engines."""

@@ -1,0 +1,1 @@
+"""Tests of each method against its authors' released step rule (``tests/reference``)."""

@@ -1,0 +1,1 @@
+"""Tests of the command line, install, the bench and the docs."""
