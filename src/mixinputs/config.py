@@ -3,7 +3,7 @@
 Both engines share this: the vLLM plugin (``SamplingParams.extra_args`` / the server's
 ``vllm_xargs``) and the transformers path, and so does ``--method``: ``MoIConfig`` holds the one
 rule set for mode, prior, region and K, and each method's own checks (``mixinputs.methods``), so
-every path accepts and refuses the same settings. Nothing here imports torch's engines.
+every path accepts and refuses the same settings. Nothing here imports torch.
 
 Request keys (all optional; any ``mixinputs_*`` key not listed is an error, to catch typos):
 ``mixinputs_beta`` (a number >= 0, or ``"inf"``), ``mixinputs_mode`` (a registry mode, or
