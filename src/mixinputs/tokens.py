@@ -29,6 +29,7 @@ from typing import Any
 
 from mixinputs.config import MAX_QUEUE, MoIConfig, MoIConfigError
 from mixinputs.math_tokens import math_token_ids
+from mixinputs.methods import SEQUENCES as _SEQUENCES
 from mixinputs.methods import everything, method
 from mixinputs.methods.plain_math import PLAIN_MATH
 
@@ -36,7 +37,6 @@ _KEYS = {
     "think_end": "mixinputs_think_end",
     **{spec.field: key for m in everything() for key, spec in m.keys.items()},
 }
-_SEQUENCES = tuple(name for m in everything() for name in m.sequences)
 
 
 def single_token_id(tokenizer: Any, text: str, key: str) -> int:

@@ -8,9 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mixinputs.config import DEFAULT_MODE, DEFAULT_THINK_END, MoIConfig
-from mixinputs.methods import everything
-
-_SEQUENCES = tuple(name for m in everything() for name in m.sequences)
+from mixinputs.methods import SEQUENCES as _SEQUENCES
 
 
 def bench_methods(specs: list[str], beta: float, model: str | None) -> dict[str, MoIConfig]:

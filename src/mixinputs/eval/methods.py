@@ -44,14 +44,14 @@ from mixinputs.config import (
     MoIConfigError,
     did_you_mean,
 )
-from mixinputs.methods import KEY_NOISE, NOISES, everything, method, spec_examples
+from mixinputs.methods import KEY_NOISE, NOISES, method, spec_examples
+from mixinputs.methods import SEQUENCES as _SEQUENCES  # text, or ids a/b/c
 
 _PREFIX = "mixinputs_"
 _IN_THE_NAME = (KEY_MODE, KEY_NOISE, KEY_REGION)  # spelled in the spec's name, not as options
 OPTIONS = tuple(k.removeprefix(_PREFIX) for k in REQUEST_KEYS if k not in _IN_THE_NAME)
 """The option keys a spec may set: the server's request keys (``config.REQUEST_KEYS``) without
 ``mixinputs_``; which of them a method accepts is the server's rule too (``from_request``)."""
-_SEQUENCES = tuple(name for m in everything() for name in m.sequences)  # text, or ids a/b/c
 FORMS = (
     "standard | MODE[+NOISE][@REGION][:key=value]... with MODE in " + "|".join(MODES) + ", NOISE "
     "in "

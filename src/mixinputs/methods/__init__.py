@@ -41,6 +41,7 @@ __all__ = [
     "MODES",
     "NOISES",
     "OPTIONS",
+    "SEQUENCES",
     "KeptDraws",
     "Method",
     "MethodFields",
@@ -128,6 +129,8 @@ def _keys() -> dict[str, tuple[str, tuple[str, ...]]]:
 METHOD_KEYS = _keys()
 """request key -> (MoIConfig field, the modes it belongs to): a request sets a method's own key
 only with one of those modes."""
+SEQUENCES = tuple(name for m in everything() for name in m.sequences)
+"""The settings that are token sequences (text, or a list of ids), whichever method has them."""
 GENERAL_KEYS = {
     key: spec.field for m in everything() for key, spec in m.keys.items() if not spec.own
 }

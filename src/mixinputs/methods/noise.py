@@ -167,8 +167,7 @@ class Noise(Method):
         from mixinputs.core.select import put_rows as put
 
         kept = None if inputs is None else inputs.kept
-        d.drawn = torch.zeros_like(state.thinking)
-        if kept is None:
+        if kept is None:  # d.drawn stays all False
             return
         k = d.k
         d.drawn = rows.dirichlet_kept

@@ -173,11 +173,11 @@ class SlotSettings:
         return SlotRows(
             methods=MethodRows(position=positions, vocab_entropy=unmeasured, **fields),
             state=CarriedState(*(col(n) for n in STATE_DTYPES)),
-            row_top_k=col("top_k"),
-            sampling=col("sampling"),
+            row_top_k=fields["top_k"],
+            sampling=fields["sampling"],
             sampler_top_k=col("sampler_top_k"),
             sampler_top_p=col("sampler_top_p"),
-            greedy_recipe=col("greedy_recipe"),
+            greedy_recipe=fields["greedy_recipe"],
         )
 
     def store_state(self, slots: torch.Tensor, state: CarriedState) -> None:

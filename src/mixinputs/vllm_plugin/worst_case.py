@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from mixinputs.config import MoIConfig
-from mixinputs.methods import MODES, everything
+from mixinputs.methods import MODES
+from mixinputs.methods import SEQUENCES as _SEQUENCES
 from mixinputs.vllm_plugin.peak_memory import PeakBytes
 from mixinputs.vllm_plugin.step_state import MoIStepState, SlotRequest
 
@@ -44,7 +45,6 @@ WORST_CASES: dict[str, Callable[[int], MoIConfig]] = {
 }
 """The methods whose step costs most (``Method.worst_case``), as a config at the engine's widest
 K."""
-_SEQUENCES = tuple(name for m in everything() for name in m.sequences)
 _DENSE = {m.name for m in MODES if m.dense}
 
 
